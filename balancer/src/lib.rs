@@ -1,0 +1,1 @@
+//! The balancer library: see ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! The loadgen library: see ARCHITECTURE.md.
