@@ -1,1 +1,111 @@
-//! The balancer library: see ARCHITECTURE.md.
+//! hitscale's HTTP load balancer: a reverse proxy on hyper with six selection algorithms,
+//! active and passive health checks, cookie sticky sessions and DNS discovery.
+//!
+//! Policy (which backend: [`selection`], [`sticky`], [`health`], [`discovery`]) is kept
+//! apart from mechanism (moving bytes: [`proxy`], [`pool`], [`server`]). They meet in the
+//! [`backend::Registry`], an atomically swapped snapshot of the backend set.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod discovery;
+pub mod health;
+pub mod pool;
+pub mod proxy;
+pub mod selection;
+pub mod server;
+pub mod sticky;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use backend::Registry;
+use config::Config;
+use discovery::Discovery;
+use proxy::Proxy;
+use sticky::Sticky;
+
+/// A bound, ready balancer: backends resolved, first health round done.
+#[derive(Debug)]
+pub struct Balancer {
+    listener: TcpListener,
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    proxy: Arc<Proxy>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Balancer {
+    /// Binds the listener, resolves the backends and starts discovery and health checks.
+    pub async fn build(config: Config) -> std::io::Result<Self> {
+        let config = Arc::new(config);
+        let listener = TcpListener::bind(config.listen).await?;
+        let registry = Arc::new(Registry::default());
+        let mut discovery = Discovery::new(&config, registry.clone());
+        discovery.refresh().await;
+        let mut background = vec![discovery.spawn(config.discovery.resolve_interval)];
+        if config.health.path.is_some() {
+            // A first round before serving, so a healthy stack answers from the start.
+            let first = health::active::first_round_budget(&config.health);
+            let _ =
+                tokio::time::timeout(first, health::active::check_all(&registry, &config.health))
+                    .await;
+            background.push(health::active::spawn(
+                registry.clone(),
+                config.health.clone(),
+            ));
+        }
+        let sticky = config.sticky.enabled.then(|| Sticky::new(&config.sticky));
+        let proxy = Arc::new(Proxy::new(
+            config.clone(),
+            registry.clone(),
+            selection::for_algorithm(config.algorithm),
+            sticky,
+        ));
+        let local = listener.local_addr()?;
+        tracing::info!(listen = %local, algorithm = ?config.algorithm, backends = registry.load().backends.len(),
+            health_checks = config.health.path.is_some(), sticky = config.sticky.enabled, "balancer ready");
+        Ok(Self {
+            listener,
+            config,
+            registry,
+            proxy,
+            background,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The live backend set, for inspection.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Serves until `shutdown` completes, then drains within the grace period.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        let Self {
+            listener,
+            config,
+            proxy,
+            background,
+            ..
+        } = self;
+        server::serve(listener, proxy, config, shutdown).await;
+        for task in background {
+            task.abort();
+        }
+    }
+}
+
+/// `balancer healthcheck`: whether something accepts TCP connections at `addr` within
+/// two seconds. It deliberately sends no HTTP request: a request would reach the app.
+pub fn healthcheck(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+}

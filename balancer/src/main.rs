@@ -1,1 +1,77 @@
-fn main() {}
+//! `balancer`: reads config, sets up logging, runs the balancer until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use balancer::Balancer;
+use balancer::cli::{Cli, Command};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck { addr }) = &cli.command {
+        let target = cli.healthcheck_addr(*addr);
+        return if balancer::healthcheck(target) {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("balancer healthcheck: nothing accepts connections at {target}");
+            ExitCode::FAILURE
+        };
+    }
+    balancer::telemetry::init(
+        std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")),
+    );
+    let config = match cli.into_config(std::env::var("BALANCER_BACKENDS").ok()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("balancer: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("balancer: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: balancer::config::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listen = config.listen;
+        let balancer = Balancer::build(config)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        balancer.run_until_stopped(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

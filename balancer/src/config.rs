@@ -1,0 +1,846 @@
+//! Typed configuration, layered defaults → TOML file → environment → flags, and
+//! validated once at start-up so a bad value stops the process before it serves anything.
+//!
+//! Every value that can be wrong has its own type with a parser ([`BackendSpec`],
+//! [`Algorithm`], [`StatusRange`], [`Cidr`], durations), so the TOML deserializer reports
+//! the file, line and key of a bad value and the flag parser names the flag.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Everything the balancer needs to run, after all layers are merged and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub backends: Vec<BackendSpec>,
+    pub algorithm: Algorithm,
+    /// When every backend is down: `false` answers 503, `true` tries them anyway.
+    pub fail_open: bool,
+    pub health: HealthConfig,
+    pub passive: PassiveConfig,
+    pub discovery: DiscoveryConfig,
+    pub sticky: StickyConfig,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub retry: RetryConfig,
+    pub forwarding: ForwardingConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Active checks run only when a path is set.
+    pub path: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: NonZeroU32,
+    pub fall: NonZeroU32,
+    pub expected_status: StatusRange,
+    /// A backend that appears (at start-up or through DNS) gets traffic only after it
+    /// passes one check. Only meaningful with active checks.
+    pub wait_for_first_pass: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PassiveConfig {
+    pub enabled: bool,
+    /// Consecutive failures that eject a backend.
+    pub failures: NonZeroU32,
+    /// Whether a 5xx answer counts as a failure (connect errors and timeouts always do).
+    pub count_5xx: bool,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    pub resolve_interval: Duration,
+    pub resolve_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StickyConfig {
+    pub enabled: bool,
+    pub cookie: String,
+    pub max_age: Option<Duration>,
+    /// Keep the cookie on the request sent to the backend (stripped by default).
+    pub forward_cookie: bool,
+    /// Key of the hash that turns a backend address into an opaque cookie value. Give every
+    /// balancer instance the same key so they agree on ids.
+    pub key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response_header: Duration,
+    /// Bounds how long a client may take to send request headers, and so also how long an
+    /// idle keep-alive connection waits for its next request.
+    pub client_header: Duration,
+    /// Idle time after which an upgraded (WebSocket) tunnel is closed.
+    pub tunnel_idle: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// How long an unused pooled backend connection is kept.
+    pub pool_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_idle_per_backend: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Retry idempotent requests without a body when the backend failed after the request
+    /// was sent. Off by default: only requests that never reached a backend are retried.
+    pub idempotent: bool,
+    pub max_attempts: NonZeroU32,
+    /// Retries allowed as a fraction of recent requests.
+    pub budget_ratio: f64,
+    /// Retries always allowed on top of the ratio (a burst allowance).
+    pub budget_min: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ForwardingConfig {
+    /// Peers whose X-Forwarded-* / X-Real-IP headers are trusted and extended.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            backends: Vec::new(),
+            algorithm: Algorithm::RoundRobin,
+            fail_open: false,
+            health: HealthConfig {
+                path: None,
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                rise: NonZeroU32::new(2).expect("nonzero"),
+                fall: NonZeroU32::new(3).expect("nonzero"),
+                expected_status: StatusRange {
+                    low: 200,
+                    high: 399,
+                },
+                wait_for_first_pass: true,
+            },
+            passive: PassiveConfig {
+                enabled: true,
+                failures: NonZeroU32::new(3).expect("nonzero"),
+                count_5xx: false,
+                base_ejection: Duration::from_secs(5),
+                max_ejection: Duration::from_secs(120),
+            },
+            discovery: DiscoveryConfig {
+                resolve_interval: Duration::from_secs(5),
+                resolve_timeout: Duration::from_secs(2),
+            },
+            sticky: StickyConfig {
+                enabled: false,
+                cookie: "hitscale_backend".to_owned(),
+                max_age: None,
+                forward_cookie: false,
+                key: "hitscale-sticky-v1".to_owned(),
+            },
+            timeouts: Timeouts {
+                connect: Duration::from_secs(3),
+                response_header: Duration::from_secs(30),
+                client_header: Duration::from_secs(15),
+                tunnel_idle: Duration::from_secs(300),
+                shutdown_grace: Duration::from_secs(30),
+                pool_idle: Duration::from_secs(60),
+            },
+            limits: Limits {
+                max_connections: 10_000,
+                max_header_bytes: 64 * 1024,
+                max_headers: 100,
+                max_idle_per_backend: 256,
+            },
+            retry: RetryConfig {
+                idempotent: false,
+                max_attempts: NonZeroU32::new(3).expect("nonzero"),
+                budget_ratio: 0.2,
+                budget_min: 10,
+            },
+            forwarding: ForwardingConfig::default(),
+        }
+    }
+}
+
+/// The start-up error: says which source held the bad value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Values that may come from the environment or flags; `None` leaves the lower layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub backends: Vec<BackendSpec>,
+    pub algorithm: Option<Algorithm>,
+    pub sticky: Option<bool>,
+    pub health_path: Option<String>,
+    pub health_interval: Option<Duration>,
+    pub health_timeout: Option<Duration>,
+    pub health_rise: Option<NonZeroU32>,
+    pub health_fall: Option<NonZeroU32>,
+    pub resolve_interval: Option<Duration>,
+}
+
+impl Config {
+    /// Merges the layers: defaults, then `file` (if any), then `overrides` (environment and
+    /// flags, already merged by the CLI with flags winning), then validates.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            parsed.apply(&mut config);
+        }
+        overrides.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks that single-value parsers cannot make.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backends.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no backends: give --backend HOST:PORT, BALANCER_BACKENDS or `backends` in the config file".into(),
+            ));
+        }
+        if self.health.timeout.is_zero() || self.health.interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "health.interval and health.timeout must be greater than zero".into(),
+            ));
+        }
+        if self.discovery.resolve_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "discovery.resolve_interval must be greater than zero".into(),
+            ));
+        }
+        if let Some(path) = &self.health.path
+            && !path.starts_with('/')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "health.path {path:?} must start with '/'"
+            )));
+        }
+        if self.passive.base_ejection > self.passive.max_ejection {
+            return Err(ConfigError::Invalid(
+                "passive.base_ejection must not exceed passive.max_ejection".into(),
+            ));
+        }
+        if self.sticky.cookie.is_empty()
+            || !self
+                .sticky
+                .cookie
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "sticky.cookie {:?} must be a non-empty token of letters, digits, '-', '_' or '.'",
+                self.sticky.cookie
+            )));
+        }
+        if !(0.0..=10.0).contains(&self.retry.budget_ratio) {
+            return Err(ConfigError::Invalid(
+                "retry.budget_ratio must be between 0 and 10".into(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.limits.max_connections) || self.limits.max_headers == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections must be 1-1000000 and limits.max_headers greater than zero"
+                    .into(),
+            ));
+        }
+        for (name, value) in [
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.response_header", self.timeouts.response_header),
+            ("timeouts.client_header", self.timeouts.client_header),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be greater than zero"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Overrides {
+    fn apply(self, config: &mut Config) {
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if !self.backends.is_empty() {
+            config.backends = self.backends;
+        }
+        if let Some(v) = self.algorithm {
+            config.algorithm = v;
+        }
+        if let Some(v) = self.sticky {
+            config.sticky.enabled = v;
+        }
+        if let Some(v) = self.health_path {
+            config.health.path = Some(v);
+        }
+        if let Some(v) = self.health_interval {
+            config.health.interval = v;
+        }
+        if let Some(v) = self.health_timeout {
+            config.health.timeout = v;
+        }
+        if let Some(v) = self.health_rise {
+            config.health.rise = v;
+        }
+        if let Some(v) = self.health_fall {
+            config.health.fall = v;
+        }
+        if let Some(v) = self.resolve_interval {
+            config.discovery.resolve_interval = v;
+        }
+    }
+}
+
+/// One `backends` entry: `HOST:PORT[,weight=N]`. A DNS name stands for all its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+impl BackendSpec {
+    /// `host:port` as written, used for the Host header of health checks and for logs.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for BackendSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(',');
+        let address = parts.next().unwrap_or_default().trim();
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("backend {s:?}: expected HOST:PORT"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("backend {s:?}: empty host"));
+        }
+        if host.parse::<IpAddr>().is_err()
+            && !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
+            return Err(format!(
+                "backend {s:?}: host is neither an IP address nor a DNS name"
+            ));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("backend {s:?}: port must be 1-65535"))?;
+        let mut weight = 1;
+        for option in parts {
+            match option.trim().split_once('=') {
+                Some(("weight", w)) => {
+                    weight = w
+                        .parse()
+                        .ok()
+                        .filter(|w| (1..=1000).contains(w))
+                        .ok_or_else(|| {
+                            format!("backend {s:?}: weight must be an integer 1-1000")
+                        })?;
+                }
+                _ => {
+                    return Err(format!(
+                        "backend {s:?}: unknown option {option:?} (expected weight=N)"
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            weight,
+        })
+    }
+}
+
+/// The backend selection algorithms (see `selection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    LeastResponseTime,
+    IpHash,
+    PowerOfTwoChoices,
+}
+
+impl Algorithm {
+    pub const NAMES: &'static str = "round-robin, weighted-round-robin, least-connections, least-response-time, ip-hash, power-of-two-choices";
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Algorithm::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+            .map_err(|_| format!("unknown algorithm {s:?}; expected one of {}", Self::NAMES))
+    }
+}
+
+/// An inclusive range of HTTP status codes, written `200-399` or `200`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, status: u16) -> bool {
+        (self.low..=self.high).contains(&status)
+    }
+}
+
+impl FromStr for StatusRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+        };
+        let (low, high) = match s.split_once('-') {
+            Some((a, b)) => (parse(a), parse(b)),
+            None => (parse(s), parse(s)),
+        };
+        match (low, high) {
+            (Some(low), Some(high)) if low <= high => Ok(Self { low, high }),
+            _ => Err(format!(
+                "status range {s:?}: expected CODE or LOW-HIGH within 100-599"
+            )),
+        }
+    }
+}
+
+/// An IP network such as `10.0.0.0/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("trusted proxy {s:?}: not an IP address or CIDR"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("trusted proxy {s:?}: prefix must be 0-{max}"))?,
+            None => max,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+/// Parses `500ms`, `2s`, `1m`, `1h` (a whole number and a unit).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {s:?} needs a unit: ms, s, m or h"))?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a whole number then ms, s, m or h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!(
+            "duration {s:?}: unknown unit {unit:?} (ms, s, m or h)"
+        )),
+    }
+}
+
+/// The file layer: every key optional, unknown keys refused (a typo must not pass).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default, deserialize_with = "opt_from_str")]
+    listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "vec_from_str")]
+    backends: Vec<BackendSpec>,
+    algorithm: Option<Algorithm>,
+    fail_open: Option<bool>,
+    #[serde(default)]
+    health: FileHealth,
+    #[serde(default)]
+    passive: FilePassive,
+    #[serde(default)]
+    discovery: FileDiscovery,
+    #[serde(default)]
+    sticky: FileSticky,
+    #[serde(default)]
+    timeouts: FileTimeouts,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    retry: FileRetry,
+    #[serde(default)]
+    forwarding: FileForwarding,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    path: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    timeout: Option<Duration>,
+    rise: Option<NonZeroU32>,
+    fall: Option<NonZeroU32>,
+    #[serde(default, deserialize_with = "opt_from_str")]
+    expected_status: Option<StatusRange>,
+    wait_for_first_pass: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePassive {
+    enabled: Option<bool>,
+    failures: Option<NonZeroU32>,
+    count_5xx: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    base_ejection: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    max_ejection: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDiscovery {
+    #[serde(default, deserialize_with = "opt_duration")]
+    resolve_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    resolve_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSticky {
+    enabled: Option<bool>,
+    cookie: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    max_age: Option<Duration>,
+    forward_cookie: Option<bool>,
+    key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTimeouts {
+    #[serde(default, deserialize_with = "opt_duration")]
+    connect: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    response_header: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    client_header: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    tunnel_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    shutdown_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pool_idle: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_connections: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_idle_per_backend: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetry {
+    idempotent: Option<bool>,
+    max_attempts: Option<NonZeroU32>,
+    budget_ratio: Option<f64>,
+    budget_min: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForwarding {
+    #[serde(default, deserialize_with = "vec_from_str")]
+    trusted_proxies: Vec<Cidr>,
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
+impl FileConfig {
+    fn apply(self, c: &mut Config) {
+        set(&mut c.listen, self.listen);
+        if !self.backends.is_empty() {
+            c.backends = self.backends;
+        }
+        set(&mut c.algorithm, self.algorithm);
+        set(&mut c.fail_open, self.fail_open);
+        let h = self.health;
+        if h.path.is_some() {
+            c.health.path = h.path;
+        }
+        set(&mut c.health.interval, h.interval);
+        set(&mut c.health.timeout, h.timeout);
+        set(&mut c.health.rise, h.rise);
+        set(&mut c.health.fall, h.fall);
+        set(&mut c.health.expected_status, h.expected_status);
+        set(&mut c.health.wait_for_first_pass, h.wait_for_first_pass);
+        let p = self.passive;
+        set(&mut c.passive.enabled, p.enabled);
+        set(&mut c.passive.failures, p.failures);
+        set(&mut c.passive.count_5xx, p.count_5xx);
+        set(&mut c.passive.base_ejection, p.base_ejection);
+        set(&mut c.passive.max_ejection, p.max_ejection);
+        set(
+            &mut c.discovery.resolve_interval,
+            self.discovery.resolve_interval,
+        );
+        set(
+            &mut c.discovery.resolve_timeout,
+            self.discovery.resolve_timeout,
+        );
+        let s = self.sticky;
+        set(&mut c.sticky.enabled, s.enabled);
+        set(&mut c.sticky.cookie, s.cookie);
+        if s.max_age.is_some() {
+            c.sticky.max_age = s.max_age;
+        }
+        set(&mut c.sticky.forward_cookie, s.forward_cookie);
+        set(&mut c.sticky.key, s.key);
+        let t = self.timeouts;
+        set(&mut c.timeouts.connect, t.connect);
+        set(&mut c.timeouts.response_header, t.response_header);
+        set(&mut c.timeouts.client_header, t.client_header);
+        set(&mut c.timeouts.tunnel_idle, t.tunnel_idle);
+        set(&mut c.timeouts.shutdown_grace, t.shutdown_grace);
+        set(&mut c.timeouts.pool_idle, t.pool_idle);
+        let l = self.limits;
+        set(&mut c.limits.max_connections, l.max_connections);
+        set(&mut c.limits.max_header_bytes, l.max_header_bytes);
+        set(&mut c.limits.max_headers, l.max_headers);
+        set(&mut c.limits.max_idle_per_backend, l.max_idle_per_backend);
+        let r = self.retry;
+        set(&mut c.retry.idempotent, r.idempotent);
+        set(&mut c.retry.max_attempts, r.max_attempts);
+        set(&mut c.retry.budget_ratio, r.budget_ratio);
+        set(&mut c.retry.budget_min, r.budget_min);
+        if !self.forwarding.trusted_proxies.is_empty() {
+            c.forwarding.trusted_proxies = self.forwarding.trusted_proxies;
+        }
+    }
+}
+
+fn opt_from_str<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn vec_from_str<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_specs_parse_with_weights_names_and_ipv6() {
+        let b: BackendSpec = "10.0.0.2:8000,weight=3".parse().unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.weight), ("10.0.0.2", 8000, 3));
+        let b: BackendSpec = "hits:8000".parse().unwrap();
+        assert_eq!((b.host.as_str(), b.weight), ("hits", 1));
+        let b: BackendSpec = "[::1]:9000".parse().unwrap();
+        assert_eq!(b.host, "::1");
+        assert_eq!(b.authority(), "[::1]:9000");
+        for bad in [
+            "hits",
+            "hits:0",
+            "hits:8000,weight=0",
+            "hits:8000,w=2",
+            ":80",
+            "a b:80",
+        ] {
+            assert!(bad.parse::<BackendSpec>().is_err(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn durations_ranges_and_cidrs_parse() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("2").is_err());
+        assert!(parse_duration("2d").is_err());
+        assert!("200-399".parse::<StatusRange>().unwrap().contains(302));
+        assert!("399-200".parse::<StatusRange>().is_err());
+        let cidr: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(cidr.contains("10.1.2.3".parse().unwrap()));
+        assert!(cidr.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!cidr.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_file_line_and_key() {
+        let dir = std::env::temp_dir().join(format!("balancer-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(
+            &path,
+            "backends = [\"a:80\"]\n\n[health]\npath = \"/healthz\"\ninterval = \"2 parsecs\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("interval"), "{err}");
+
+        std::fs::write(&path, "backends = [\"a:80\"]\nalgoritm = \"ip-hash\"\n").unwrap();
+        let err = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("algoritm"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_validation_runs() {
+        let overrides = Overrides {
+            backends: vec!["b:80".parse().unwrap()],
+            algorithm: Some(Algorithm::IpHash),
+            ..Overrides::default()
+        };
+        let config = Config::load(None, overrides).unwrap();
+        assert_eq!(config.algorithm, Algorithm::IpHash);
+        assert_eq!(config.listen.port(), 8080);
+        assert!(Config::load(None, Overrides::default()).is_err());
+        assert_eq!(
+            "least-response-time".parse::<Algorithm>().unwrap(),
+            Algorithm::LeastResponseTime
+        );
+        assert!("fastest".parse::<Algorithm>().is_err());
+    }
+}

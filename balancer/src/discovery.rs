@@ -1,0 +1,136 @@
+//! Discovery: turns the configured backend entries into addresses. A DNS name stands for
+//! all its addresses and is re-resolved periodically, so scaling a compose service or
+//! restarting containers with new addresses is followed without a restart.
+//!
+//! Every change builds a new [`BackendSet`] and swaps it in atomically. A backend that
+//! stays keeps its `Arc` (and so its health, counters and pooled connections); a removed
+//! one is marked draining and lives on only as long as requests in flight hold it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::backend::{Backend, BackendSet, Health, Registry};
+use crate::config::{BackendSpec, Config};
+use crate::pool::Pool;
+use crate::sticky::Sticky;
+
+#[derive(Debug)]
+pub struct Discovery {
+    specs: Vec<BackendSpec>,
+    /// Last good answer per entry, kept when a lookup fails so a DNS hiccup removes nothing.
+    last_known: Vec<Vec<SocketAddr>>,
+    registry: Arc<Registry>,
+    sticky: Sticky,
+    initial_health: Health,
+    resolve_timeout: Duration,
+    max_idle: usize,
+    pool_idle: Duration,
+}
+
+impl Discovery {
+    pub fn new(config: &Config, registry: Arc<Registry>) -> Self {
+        let initial_health = if config.health.path.is_some() && config.health.wait_for_first_pass {
+            Health::Pending
+        } else {
+            Health::Up
+        };
+        Self {
+            specs: config.backends.clone(),
+            last_known: vec![Vec::new(); config.backends.len()],
+            registry,
+            sticky: Sticky::new(&config.sticky),
+            initial_health,
+            resolve_timeout: config.discovery.resolve_timeout,
+            max_idle: config.limits.max_idle_per_backend,
+            pool_idle: config.timeouts.pool_idle,
+        }
+    }
+
+    /// Resolves every entry and swaps in a new set if the membership changed.
+    pub async fn refresh(&mut self) {
+        for (index, spec) in self.specs.iter().enumerate() {
+            match resolve(spec, self.resolve_timeout).await {
+                Ok(addrs) if !addrs.is_empty() => self.last_known[index] = addrs,
+                Ok(_) => {
+                    tracing::warn!(backend = %spec.authority(), "DNS answer has no addresses; keeping the previous ones")
+                }
+                Err(error) => {
+                    tracing::warn!(backend = %spec.authority(), %error, "cannot resolve backend; keeping the previous addresses")
+                }
+            }
+        }
+        let current = self.registry.load_full();
+        let existing: HashMap<SocketAddr, &Arc<Backend>> =
+            current.backends.iter().map(|b| (b.addr, b)).collect();
+        let mut next: Vec<Arc<Backend>> = Vec::new();
+        for (spec, addrs) in self.specs.iter().zip(&self.last_known) {
+            let origin: Arc<str> = spec.authority().into();
+            for &addr in addrs {
+                if next.iter().any(|b| b.addr == addr) {
+                    continue;
+                }
+                match existing.get(&addr) {
+                    Some(backend) if backend.weight == spec.weight => next.push((*backend).clone()),
+                    _ => next.push(Arc::new(Backend::new(
+                        addr,
+                        origin.clone(),
+                        spec.weight,
+                        self.sticky.id_for(addr),
+                        self.initial_health,
+                        Pool::new(self.max_idle, self.pool_idle),
+                    ))),
+                }
+            }
+        }
+        let same = next.len() == current.backends.len()
+            && next
+                .iter()
+                .zip(&current.backends)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
+            return;
+        }
+        for backend in &next {
+            if !current.backends.iter().any(|b| Arc::ptr_eq(b, backend)) {
+                tracing::info!(backend = %backend.addr, origin = %backend.origin, weight = backend.weight, health = ?backend.health(), reason = "discovered", "backend added");
+            }
+        }
+        for backend in &current.backends {
+            if !next.iter().any(|b| Arc::ptr_eq(b, backend)) {
+                backend.start_draining();
+                tracing::info!(backend = %backend.addr, origin = %backend.origin, in_flight = backend.in_flight(), reason = "no longer resolved or reconfigured; draining", "backend removed");
+            }
+        }
+        self.registry.store(BackendSet {
+            generation: current.generation + 1,
+            backends: next,
+        });
+    }
+
+    pub fn spawn(mut self, interval: Duration) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                self.refresh().await;
+            }
+        })
+    }
+}
+
+async fn resolve(spec: &BackendSpec, timeout: Duration) -> std::io::Result<Vec<SocketAddr>> {
+    let lookup = tokio::net::lookup_host((spec.host.as_str(), spec.port));
+    let mut addrs: Vec<SocketAddr> = tokio::time::timeout(timeout, lookup)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "DNS lookup timed out"))??
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
+}

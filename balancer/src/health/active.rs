@@ -1,0 +1,113 @@
+//! Active health checks: every interval, a `GET <path>` to each backend on a fresh
+//! connection. `rise` passes in a row bring a backend up, `fall` failures take it down
+//! (HAProxy's model); a backend still pending goes up on its first pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::backend::{Backend, Health, Registry};
+use crate::config::HealthConfig;
+
+pub fn spawn(registry: Arc<Registry>, config: HealthConfig) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            check_all(&registry, &config).await;
+        }
+    })
+}
+
+/// Runs one round of checks concurrently; each is bounded by the check timeout.
+pub async fn check_all(registry: &Registry, config: &HealthConfig) {
+    let set = registry.load_full();
+    let mut checks = JoinSet::new();
+    for backend in &set.backends {
+        let backend = backend.clone();
+        let config = config.clone();
+        checks.spawn(async move {
+            let outcome = probe(&backend, &config).await;
+            apply(&backend, outcome, &config);
+        });
+    }
+    while checks.join_next().await.is_some() {}
+}
+
+async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
+    let path = config.path.as_deref().unwrap_or("/");
+    let exchange = async {
+        let stream = TcpStream::connect(backend.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let connection = tokio::spawn(connection);
+        let request = Request::get(path)
+            .header(header::HOST, &*backend.origin)
+            .header(header::USER_AGENT, "hitscale-balancer-healthcheck")
+            .header(header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request failed: {e}"));
+        connection.abort();
+        let status = response?.status().as_u16();
+        if config.expected_status.contains(status) {
+            Ok(())
+        } else {
+            Err(format!("status {status}"))
+        }
+    };
+    match tokio::time::timeout(config.timeout, exchange).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("timed out after {:?}", config.timeout)),
+    }
+}
+
+/// Moves the backend's state machine and logs every change with its reason.
+fn apply(backend: &Backend, outcome: Result<(), String>, config: &HealthConfig) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let state = backend.health();
+    match outcome {
+        Ok(()) => {
+            backend.check_failures.store(0, Relaxed);
+            let passes = backend.check_successes.fetch_add(1, Relaxed) + 1;
+            let up = match state {
+                Health::Up => false,
+                Health::Pending => true,
+                Health::Down => passes >= config.rise.get(),
+            };
+            if up {
+                backend.set_health(Health::Up);
+                tracing::info!(backend = %backend.addr, origin = %backend.origin, reason = "health check passed", passes, "backend up");
+            }
+        }
+        Err(reason) => {
+            backend.check_successes.store(0, Relaxed);
+            let failures = backend.check_failures.fetch_add(1, Relaxed) + 1;
+            let down = state != Health::Down && failures >= config.fall.get();
+            if down {
+                backend.set_health(Health::Down);
+                tracing::warn!(backend = %backend.addr, origin = %backend.origin, reason, failures, "backend down");
+            } else if state != Health::Down {
+                tracing::debug!(backend = %backend.addr, reason, failures, "health check failed");
+            }
+        }
+    }
+}
+
+/// Checks need a fresh view; this is the longest a caller should wait for a first round.
+pub fn first_round_budget(config: &HealthConfig) -> Duration {
+    config.timeout + Duration::from_millis(100)
+}

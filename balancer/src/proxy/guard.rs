@@ -1,0 +1,45 @@
+//! Requests the balancer refuses before choosing a backend: it is a reverse proxy for its
+//! own site, never a forward (open) proxy, and it never forwards a request whose target it
+//! cannot state unambiguously.
+
+use http::{Method, Request, Uri, Version, header};
+
+use super::error::ProxyError;
+
+/// Checks the request line and Host, and returns the origin-form target to forward.
+pub fn check<B>(request: &Request<B>) -> Result<Uri, ProxyError> {
+    if request.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(
+            "CONNECT is refused: this is a reverse proxy, not a forward proxy",
+        ));
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if host.is_none() && request.version() == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+    }
+    let uri = request.uri();
+    if let Some(authority) = uri.authority() {
+        // Absolute-form is legal, but only for this site: one naming another host is a
+        // forward-proxy request.
+        let same_host = uri.scheme_str() == Some("http")
+            && host.is_some_and(|h| {
+                h.as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes())
+            });
+        if !same_host {
+            return Err(ProxyError::BadRequest(
+                "absolute-form target for another host: this is not a forward proxy",
+            ));
+        }
+    }
+    let path = match uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') || pq.as_str() == "*" => pq.clone(),
+        Some(_) => return Err(ProxyError::BadRequest("request target must start with '/'")),
+        None => http::uri::PathAndQuery::from_static("/"),
+    };
+    Ok(Uri::from(path))
+}

@@ -1,0 +1,202 @@
+//! Header rules at the proxy boundary: hop-by-hop headers (RFC 9110 7.6.1) stay on their
+//! hop, and the X-Forwarded-* / X-Real-IP headers tell the backend who the client is.
+//! Incoming forwarding headers are believed only from configured trusted proxies.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::Cidr;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that only concern one connection and are never forwarded.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+    ]
+}
+
+/// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, including those the sender named in `Connection`. When
+/// `keep_upgrade` is set (an upgrade handshake), `Upgrade` and `Connection: upgrade` are
+/// kept so the next hop can accept it.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named {
+        // Never let a client strip what the backend needs to frame or route the request.
+        if name != header::HOST && name != header::CONTENT_LENGTH {
+            headers.remove(&name);
+        }
+    }
+    for name in fixed_hop_by_hop() {
+        headers.remove(name);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Sets X-Forwarded-For/Proto/Host and X-Real-IP for a request from `peer`.
+///
+/// From a trusted proxy the existing chain is extended and the client is the right-most
+/// address that is not itself a trusted proxy; from anyone else incoming values are
+/// dropped, since a client could write anything there.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[Cidr]) {
+    let peer_ip = canonical(peer.ip());
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    let peer_trusted = is_trusted(peer_ip);
+    let host = headers.get(header::HOST).cloned();
+
+    let mut chain: Vec<String> = Vec::new();
+    if peer_trusted {
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(v) = value.to_str() {
+                chain.extend(
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty()),
+                );
+            }
+        }
+    }
+    chain.push(peer_ip.to_string());
+    let client = chain
+        .iter()
+        .rev()
+        .find(|hop| {
+            hop.parse::<IpAddr>()
+                .map(|ip| !is_trusted(canonical(ip)))
+                .unwrap_or(true)
+        })
+        .unwrap_or(&chain[0])
+        .clone();
+
+    let proto = headers
+        .get(&X_FORWARDED_PROTO)
+        .filter(|_| peer_trusted)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("http"));
+    let forwarded_host = headers
+        .get(&X_FORWARDED_HOST)
+        .filter(|_| peer_trusted)
+        .cloned()
+        .or(host);
+
+    headers.remove(&X_FORWARDED_FOR);
+    headers.remove(&X_REAL_IP);
+    headers.remove(&X_FORWARDED_PROTO);
+    headers.remove(&X_FORWARDED_HOST);
+    headers.remove(header::FORWARDED);
+    if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client) {
+        headers.insert(&X_REAL_IP, v);
+    }
+    headers.insert(&X_FORWARDED_PROTO, proto);
+    if let Some(v) = forwarded_host {
+        headers.insert(&X_FORWARDED_HOST, v);
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_replaced_and_trusted_ones_extended() {
+        let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+        let mut h = map(&[
+            ("host", "example.com"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+        ]);
+        set_forwarded(&mut h, peer, &[]);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["x-forwarded-proto"], "http");
+
+        let trusted = ["203.0.113.0/24".parse().unwrap()];
+        let mut h = map(&[
+            ("host", "example.com"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarded(&mut h, peer, &trusted);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 203.0.113.9");
+        assert_eq!(h["x-real-ip"], "198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+}

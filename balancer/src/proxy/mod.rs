@@ -1,0 +1,324 @@
+//! The forwarding mechanism: one request in, one backend exchange out. It asks the
+//! selector for candidates and walks them; it knows nothing about how they were ordered.
+//!
+//! A request is sent at most once unless it provably never reached a backend (connect
+//! failed, or hyper handed the request back unsent), or retries of idempotent bodiless
+//! requests are enabled and the retry budget allows one.
+
+pub mod body;
+pub mod error;
+pub mod guard;
+pub mod headers;
+pub mod retry;
+pub mod upgrade;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use crate::backend::{Backend, Registry, now_millis};
+use crate::config::Config;
+use crate::pool::{self, ConnectError};
+use crate::selection::{SelectContext, Selector};
+use crate::sticky::Sticky;
+use body::{ClientBody, ProxiedBody, UpstreamBody};
+use error::ProxyError;
+use retry::RetryBudget;
+
+/// Shared by every connection: the policy objects and the live backend set.
+#[derive(Debug)]
+pub struct Proxy {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    selector: Box<dyn Selector>,
+    sticky: Option<Sticky>,
+    budget: RetryBudget,
+}
+
+/// The parts of the client's request that every attempt reuses.
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&self, body: UpstreamBody) -> Request<UpstreamBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// How one attempt on one backend ended.
+enum Attempt {
+    Answered(Response<ClientBody>),
+    /// Nothing reached the backend: the next candidate may be tried.
+    NotSent(ProxyError),
+    /// The backend may have seen the request.
+    Failed(ProxyError),
+}
+
+impl Proxy {
+    pub fn new(
+        config: Arc<Config>,
+        registry: Arc<Registry>,
+        selector: Box<dyn Selector>,
+        sticky: Option<Sticky>,
+    ) -> Self {
+        let budget = RetryBudget::new(&config.retry);
+        Self {
+            config,
+            registry,
+            selector,
+            sticky,
+            budget,
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        peer: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Response<ClientBody> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        match self.forward(peer, request).await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status().is_server_error() {
+                    tracing::warn!(%peer, %method, path, %error, status = error.status().as_u16(), "request failed");
+                } else {
+                    tracing::debug!(%peer, %method, path, %error, "request refused");
+                }
+                error.into_response()
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        peer: SocketAddr,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<ClientBody>, ProxyError> {
+        let target = guard::check(&request)?;
+        let upgrade = headers::wants_upgrade(request.headers());
+        let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (parts, incoming) = request.into_parts();
+        let mut head = Head {
+            method: parts.method,
+            uri: target,
+            headers: parts.headers,
+        };
+        let requested = self
+            .sticky
+            .as_ref()
+            .and_then(|s| s.requested(&head.headers));
+        headers::remove_hop_by_hop(&mut head.headers, upgrade);
+        headers::set_forwarded(
+            &mut head.headers,
+            peer,
+            &self.config.forwarding.trusted_proxies,
+        );
+        if let Some(sticky) = &self.sticky {
+            sticky.strip(&mut head.headers);
+        }
+        let client_failed = Arc::new(AtomicBool::new(false));
+        let bodiless = incoming.is_end_stream();
+        let mut body = Some(if bodiless {
+            UpstreamBody::Empty
+        } else {
+            UpstreamBody::Streaming {
+                inner: incoming,
+                client_failed: client_failed.clone(),
+            }
+        });
+
+        let set = self.registry.load_full();
+        let now = now_millis();
+        let mut eligible: Vec<usize> = (0..set.backends.len())
+            .filter(|&i| set.backends[i].is_available(now))
+            .collect();
+        if eligible.is_empty() && self.config.fail_open {
+            eligible = (0..set.backends.len())
+                .filter(|&i| !set.backends[i].is_draining())
+                .collect();
+        }
+        if eligible.is_empty() {
+            return Err(ProxyError::NoBackend);
+        }
+        let mut order = self.selector.select(
+            &set,
+            &eligible,
+            &SelectContext {
+                client_ip: peer.ip(),
+            },
+        );
+        if let Some(id) = &requested
+            && let Some(position) = order.iter().position(|&i| set.backends[i].sticky_id == *id)
+        {
+            let chosen = order.remove(position);
+            order.insert(0, chosen);
+        }
+        self.budget.deposit();
+
+        let idempotent_retry = self.config.retry.idempotent
+            && bodiless
+            && !upgrade
+            && matches!(
+                head.method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::PUT
+                    | Method::DELETE
+                    | Method::TRACE
+            );
+        let mut last_error = ProxyError::NoBackend;
+        let max_attempts = self.config.retry.max_attempts.get() as usize;
+        for (attempt, &index) in order.iter().take(max_attempts).enumerate() {
+            let backend = &set.backends[index];
+            if attempt > 0 {
+                tracing::debug!(backend = %backend.addr, attempt, "retrying on next candidate");
+            }
+            match self
+                .attempt(
+                    backend,
+                    &head,
+                    &mut body,
+                    &mut client_upgrade,
+                    &client_failed,
+                )
+                .await
+            {
+                Attempt::Answered(mut response) => {
+                    if let Some(sticky) = &self.sticky
+                        && requested.as_deref() != Some(backend.sticky_id.as_str())
+                    {
+                        response
+                            .headers_mut()
+                            .append(header::SET_COOKIE, sticky.set_cookie(&backend.sticky_id));
+                    }
+                    return Ok(response);
+                }
+                Attempt::NotSent(error) => last_error = error,
+                Attempt::Failed(error) => {
+                    let retry = idempotent_retry
+                        && !matches!(error, ProxyError::BadRequest(_))
+                        && self.budget.withdraw();
+                    if !retry {
+                        return Err(error);
+                    }
+                    body = Some(UpstreamBody::Empty);
+                    last_error = error;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// One exchange with `backend`. A pooled connection that turns out dead before the
+    /// request left is replaced by a fresh one once.
+    async fn attempt(
+        &self,
+        backend: &Arc<Backend>,
+        head: &Head,
+        body: &mut Option<UpstreamBody>,
+        client_upgrade: &mut Option<OnUpgrade>,
+        client_failed: &AtomicBool,
+    ) -> Attempt {
+        let passive = &self.config.passive;
+        let timeouts = &self.config.timeouts;
+        let in_flight = backend.track();
+        let mut fresh = false;
+        loop {
+            let connected = if fresh {
+                pool::connect(backend.addr, timeouts.connect).await
+            } else {
+                pool::checkout(&backend.pool, backend.addr, timeouts.connect).await
+            };
+            let mut sender = match connected {
+                Ok(sender) => sender,
+                Err(error) => {
+                    tracing::debug!(backend = %backend.addr, %error, "connect failed");
+                    backend.record_failure(passive, "connect failed");
+                    return Attempt::NotSent(match error {
+                        ConnectError::TimedOut => ProxyError::ConnectTimeout,
+                        _ => ProxyError::ConnectFailed,
+                    });
+                }
+            };
+            let mut request = head.request(body.take().unwrap_or(UpstreamBody::Empty));
+            if !request.headers().contains_key(header::HOST) {
+                // HTTP/1.0 clients may omit Host; HTTP/1.1 backends require one.
+                if let Ok(host) = HeaderValue::from_str(&backend.origin) {
+                    request.headers_mut().insert(header::HOST, host);
+                }
+            }
+            *request.version_mut() = Version::HTTP_11;
+            let started = Instant::now();
+            let sent =
+                tokio::time::timeout(timeouts.response_header, sender.try_send_request(request))
+                    .await;
+            let mut response = match sent {
+                Err(_) => {
+                    backend.record_failure(passive, "response timeout");
+                    return Attempt::Failed(ProxyError::ResponseTimeout);
+                }
+                Ok(Err(mut error)) => {
+                    if let Some(unsent) = error.take_message() {
+                        *body = Some(unsent.into_body());
+                        if !fresh {
+                            fresh = true;
+                            continue;
+                        }
+                        backend.record_failure(passive, "connection closed before sending");
+                        return Attempt::NotSent(ProxyError::ConnectFailed);
+                    }
+                    if client_failed.load(Ordering::Relaxed) {
+                        return Attempt::Failed(ProxyError::BadRequest(
+                            "malformed or incomplete request body",
+                        ));
+                    }
+                    let error = error.into_error();
+                    tracing::debug!(backend = %backend.addr, %error, "backend exchange failed");
+                    backend.record_failure(passive, "backend connection error");
+                    return Attempt::Failed(ProxyError::BackendFailed);
+                }
+                Ok(Ok(response)) => response,
+            };
+            backend.record_latency(started.elapsed());
+            if response.status().is_server_error() && passive.count_5xx {
+                backend.record_failure(passive, "5xx response");
+            } else {
+                backend.record_success();
+            }
+            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            if switching && let Some(client) = client_upgrade.take() {
+                let upstream = hyper::upgrade::on(&mut response);
+                upgrade::spawn_tunnel(client, upstream, timeouts.tunnel_idle, backend.addr);
+            }
+            let (mut parts, incoming) = response.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers, switching);
+            let body = if switching {
+                ClientBody::empty()
+            } else {
+                ClientBody::Proxied(ProxiedBody::new(
+                    incoming,
+                    sender,
+                    backend.clone(),
+                    in_flight,
+                ))
+            };
+            return Attempt::Answered(Response::from_parts(parts, body));
+        }
+    }
+}

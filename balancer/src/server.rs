@@ -1,0 +1,92 @@
+//! The client side: accepts connections, serves HTTP/1.1 with keep-alive under limits and
+//! timeouts, and drains gracefully on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::Config;
+use crate::proxy::Proxy;
+
+/// Serves until `shutdown` completes, then stops accepting and gives in-flight requests
+/// up to the grace period to finish.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.client_header)
+        .max_buf_size(config.limits.max_header_bytes.max(8192))
+        .max_headers(config.limits.max_headers)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    let (stop, stopped) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let service = service_fn(move |request| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(peer, request).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stopped.changed() => {
+                    // Finish the request in progress, then close instead of keeping alive.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%peer, %error, "client connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!(grace = ?config.timeouts.shutdown_grace, "shutting down: no longer accepting, draining in-flight requests");
+    let _ = stop.send(true);
+    let all = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(
+        config.timeouts.shutdown_grace,
+        connections.acquire_many(all),
+    )
+    .await
+    {
+        Ok(_) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
