@@ -113,6 +113,10 @@ pub struct RetryConfig {
 pub struct ForwardingConfig {
     /// Peers whose X-Forwarded-* / X-Real-IP headers are trusted and extended.
     pub trusted_proxies: Vec<Cidr>,
+    /// Host names this site answers to in absolute-form request targets
+    /// (`GET http://name/ HTTP/1.1`). Any other absolute-form target is refused, so the
+    /// balancer can never be used as a forward proxy.
+    pub server_names: Vec<String>,
 }
 
 impl Default for Config {
@@ -656,6 +660,8 @@ struct FileRetry {
 struct FileForwarding {
     #[serde(default, deserialize_with = "vec_from_str")]
     trusted_proxies: Vec<Cidr>,
+    #[serde(default)]
+    server_names: Vec<String>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -723,6 +729,9 @@ impl FileConfig {
         set(&mut c.retry.budget_min, r.budget_min);
         if !self.forwarding.trusted_proxies.is_empty() {
             c.forwarding.trusted_proxies = self.forwarding.trusted_proxies;
+        }
+        if !self.forwarding.server_names.is_empty() {
+            c.forwarding.server_names = self.forwarding.server_names;
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod framing;
 pub mod health;
 pub mod pool;
 pub mod proxy;

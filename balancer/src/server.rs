@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -12,7 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
+use crate::framing::{Findings, FramingTap};
 use crate::proxy::Proxy;
+use crate::proxy::error::ProxyError;
 
 /// Serves until `shutdown` completes, then stops accepting and gives in-flight requests
 /// up to the grace period to finish.
@@ -52,12 +55,26 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        let findings = Findings::new();
+        let io = FramingTap::new(stream, config.limits.max_header_bytes, findings.clone());
+        let requests = Arc::new(AtomicU64::new(0));
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(peer, request).await) }
+            let index = requests.fetch_add(1, Ordering::Relaxed);
+            let conflicting = findings.is_conflicting(index);
+            async move {
+                if conflicting {
+                    tracing::debug!(%peer, "refused a request with both Content-Length and Transfer-Encoding");
+                    return Ok::<_, Infallible>(
+                        ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
+                            .into_response(),
+                    );
+                }
+                Ok(proxy.handle(peer, request).await)
+            }
         });
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {

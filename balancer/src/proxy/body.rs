@@ -21,6 +21,8 @@ pub enum UpstreamBody {
     /// The client's body, streamed; `client_failed` records that the client's framing was
     /// broken (bad chunking, early close) so the proxy answers 400, not 502.
     Streaming {
+        /// The frame read ahead to validate framing, sent first.
+        first: Option<Frame<Bytes>>,
         inner: Incoming,
         client_failed: Arc<AtomicBool>,
     },
@@ -37,9 +39,13 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
             Self::Streaming {
+                first,
                 inner,
                 client_failed,
             } => {
+                if let Some(frame) = first.take() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 let polled = Pin::new(inner).poll_frame(cx);
                 if let Poll::Ready(Some(Err(_))) = &polled {
                     client_failed.store(true, Ordering::Relaxed);
@@ -52,14 +58,26 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Empty => true,
-            Self::Streaming { inner, .. } => inner.is_end_stream(),
+            Self::Streaming { first, inner, .. } => first.is_none() && inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Empty => SizeHint::with_exact(0),
-            Self::Streaming { inner, .. } => inner.size_hint(),
+            Self::Streaming { first, inner, .. } => {
+                let buffered = first
+                    .as_ref()
+                    .and_then(|f| f.data_ref())
+                    .map_or(0, |d| d.len() as u64);
+                let rest = inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + buffered);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + buffered);
+                }
+                hint
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use http::{Method, Request, Uri, Version, header};
 use super::error::ProxyError;
 
 /// Checks the request line and Host, and returns the origin-form target to forward.
-pub fn check<B>(request: &Request<B>) -> Result<Uri, ProxyError> {
+pub fn check<B>(request: &Request<B>, server_names: &[String]) -> Result<Uri, ProxyError> {
     if request.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed(
             "CONNECT is refused: this is a reverse proxy, not a forward proxy",
@@ -23,9 +23,12 @@ pub fn check<B>(request: &Request<B>) -> Result<Uri, ProxyError> {
     }
     let uri = request.uri();
     if let Some(authority) = uri.authority() {
-        // Absolute-form is legal, but only for this site: one naming another host is a
-        // forward-proxy request.
+        // Absolute-form is legal, but only for this site: one naming any other host is a
+        // forward-proxy request. Host must agree, so the backend sees one consistent name.
         let same_host = uri.scheme_str() == Some("http")
+            && server_names
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case(authority.host()))
             && host.is_some_and(|h| {
                 h.as_bytes()
                     .eq_ignore_ascii_case(authority.as_str().as_bytes())

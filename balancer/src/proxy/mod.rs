@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
@@ -109,7 +110,7 @@ impl Proxy {
         peer: SocketAddr,
         mut request: Request<Incoming>,
     ) -> Result<Response<ClientBody>, ProxyError> {
-        let target = guard::check(&request)?;
+        let target = guard::check(&request, &self.config.forwarding.server_names)?;
         let upgrade = headers::wants_upgrade(request.headers());
         let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (parts, incoming) = request.into_parts();
@@ -136,7 +137,19 @@ impl Proxy {
         let mut body = Some(if bodiless {
             UpstreamBody::Empty
         } else {
+            // Read the first frame before choosing a backend: a body whose framing is broken
+            // from the start (bad chunk size) is refused without reaching anyone.
+            let mut incoming = incoming;
+            let first = tokio::time::timeout(self.config.timeouts.client_header, incoming.frame())
+                .await
+                .map_err(|_| ProxyError::BadRequest("request body did not start in time"))?;
+            let first = match first {
+                Some(Ok(frame)) => Some(frame),
+                Some(Err(_)) => return Err(ProxyError::BadRequest("malformed request body")),
+                None => None,
+            };
             UpstreamBody::Streaming {
+                first,
                 inner: incoming,
                 client_failed: client_failed.clone(),
             }

@@ -1,0 +1,301 @@
+//! A read-side tap on each client connection that finds requests carrying both
+//! Content-Length and Transfer-Encoding.
+//!
+//! hyper resolves that conflict the way RFC 9112 6.1 allows (Transfer-Encoding wins, the
+//! connection closes afterwards) and drops the Content-Length header before the request
+//! reaches us, so the conflict is invisible later. Request smuggling lives in exactly this
+//! disagreement between hops, so we refuse such requests outright: the tap follows message
+//! boundaries (head, then Content-Length or chunked body) as the bytes pass through and
+//! records the index of the first offending request; the proxy answers that one with 400.
+//! When the tap meets anything it does not follow (a parse error hyper will reject anyway,
+//! an upgrade), it stops looking.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What the tap found, shared with the connection's request handler.
+#[derive(Debug)]
+pub struct Findings {
+    /// Index (0-based, per connection) of the first request with both headers.
+    first_conflict: AtomicU64,
+}
+
+impl Findings {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            first_conflict: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// Whether request number `index` on this connection had conflicting framing.
+    pub fn is_conflicting(&self, index: u64) -> bool {
+        self.first_conflict.load(Ordering::Relaxed) == index
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Collecting a request head.
+    Head,
+    /// Skipping a body of known length.
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    Trailers,
+    /// Not following this connection any further.
+    Off,
+}
+
+#[derive(Debug)]
+pub struct FramingTap<IO> {
+    inner: IO,
+    state: State,
+    line: Vec<u8>,
+    heads: u64,
+    max_head: usize,
+    findings: Arc<Findings>,
+}
+
+impl<IO> FramingTap<IO> {
+    pub fn new(inner: IO, max_head: usize, findings: Arc<Findings>) -> Self {
+        Self {
+            inner,
+            state: State::Head,
+            line: Vec::new(),
+            heads: 0,
+            max_head,
+            findings,
+        }
+    }
+
+    fn inspect(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.state {
+                State::Off => return,
+                State::Body(remaining) => {
+                    let n = remaining.min(bytes.len() as u64);
+                    bytes = &bytes[n as usize..];
+                    self.state = if remaining == n {
+                        State::Head
+                    } else {
+                        State::Body(remaining - n)
+                    };
+                }
+                State::ChunkData(remaining) => {
+                    let n = remaining.min(bytes.len() as u64);
+                    bytes = &bytes[n as usize..];
+                    self.state = if remaining == n {
+                        State::ChunkEnd
+                    } else {
+                        State::ChunkData(remaining - n)
+                    };
+                }
+                State::Head | State::ChunkSize | State::ChunkEnd | State::Trailers => {
+                    // Collect up to the end of the line (or of the head).
+                    let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+                        self.line.extend_from_slice(bytes);
+                        if self.line.len() > self.max_head {
+                            self.stop();
+                        }
+                        return;
+                    };
+                    self.line.extend_from_slice(&bytes[..=end]);
+                    bytes = &bytes[end + 1..];
+                    if self.line.len() > self.max_head {
+                        self.stop();
+                        return;
+                    }
+                    self.line_done();
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.state = State::Off;
+        self.line = Vec::new();
+    }
+
+    /// `self.line` holds bytes up to a newline.
+    fn line_done(&mut self) {
+        match self.state {
+            State::Head => {
+                if self.line == b"\r\n" || self.line == b"\n" {
+                    // Empty lines before a request are tolerated (RFC 9112 2.2).
+                    self.line.clear();
+                    return;
+                }
+                if !(self.line.ends_with(b"\r\n\r\n") || self.line.ends_with(b"\n\n")) {
+                    return;
+                }
+                self.head_done();
+            }
+            State::ChunkSize => {
+                let text = String::from_utf8_lossy(&self.line);
+                let size = text.split(';').next().unwrap_or("").trim();
+                self.state = match u64::from_str_radix(size, 16) {
+                    Ok(0) => State::Trailers,
+                    Ok(n) => State::ChunkData(n),
+                    Err(_) => State::Off,
+                };
+                self.line.clear();
+            }
+            State::ChunkEnd => {
+                self.state = State::ChunkSize;
+                self.line.clear();
+            }
+            State::Trailers => {
+                if self.line == b"\r\n" || self.line == b"\n" {
+                    self.state = State::Head;
+                }
+                self.line.clear();
+            }
+            _ => {}
+        }
+    }
+
+    fn head_done(&mut self) {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut request = httparse::Request::new(&mut headers);
+        let parsed = matches!(request.parse(&self.line), Ok(httparse::Status::Complete(_)));
+        if !parsed {
+            self.stop();
+            return;
+        }
+        let index = self.heads;
+        self.heads += 1;
+        let mut lengths = request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+        let length = lengths.next();
+        let chunked = request
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+        let upgrade = request.method == Some("CONNECT")
+            || request
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+        if chunked && length.is_some() {
+            let _ = self.findings.first_conflict.compare_exchange(
+                u64::MAX,
+                index,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        let length = length
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let more_lengths = lengths.next().is_some();
+        self.line.clear();
+        self.state = if upgrade || more_lengths {
+            // What follows is another protocol, or hyper refuses the request.
+            State::Off
+        } else if chunked {
+            State::ChunkSize
+        } else if let Some(length) = length {
+            State::Body(length)
+        } else {
+            State::Head
+        };
+        if matches!(self.state, State::Off) {
+            self.line = Vec::new();
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FramingTap<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled
+            && !matches!(this.state, State::Off)
+        {
+            this.inspect(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingTap<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> (Arc<Findings>, u64) {
+        let findings = Findings::new();
+        let mut tap = FramingTap::new((), 8192, findings.clone());
+        for chunk in chunks {
+            tap.inspect(chunk);
+        }
+        (findings, tap.heads)
+    }
+
+    #[test]
+    fn follows_pipelined_messages_and_flags_the_conflicting_one() {
+        let (findings, heads) = scan(&[
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel",
+            b"loGET /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+            b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ]);
+        assert_eq!(heads, 3);
+        assert!(findings.is_conflicting(2));
+        assert!(!findings.is_conflicting(0) && !findings.is_conflicting(1));
+    }
+
+    #[test]
+    fn a_body_that_looks_like_a_request_is_not_mistaken_for_one() {
+        let body = b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let (findings, heads) = scan(&[head.as_bytes(), body]);
+        assert_eq!(heads, 1);
+        assert!(!findings.is_conflicting(0));
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests for the balancer: real sockets on loopback, backends on port 0.
+
+mod algorithms;
+mod framing;
+mod health;
+mod helpers;
+mod lifecycle;
+mod proxying;
+mod sticky;

@@ -1,0 +1,236 @@
+//! Proxy behaviour: header rules, error answers, retries, upgrade tunnels.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_forwarded_headers_set_and_host_kept() {
+    let a = spawn_backend("a").await;
+    let balancer = spawn_balancer(config(&[&a])).await;
+    let answer = send(
+        balancer.addr,
+        request(
+            "/path?q=1",
+            &[
+                ("connection", "x-private"),
+                ("x-private", "secret"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-real-ip", "6.6.6.6"),
+                ("x-app", "kept"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.body.starts_with("GET /path?q=1\n"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.echoed("host").as_deref(), Some("app.test"));
+    assert_eq!(answer.echoed("x-app").as_deref(), Some("kept"));
+    for gone in ["x-private", "keep-alive", "te", "proxy-authorization"] {
+        assert_eq!(answer.echoed(gone), None, "{gone} must not be forwarded");
+    }
+    // The client is not a trusted proxy: its claims are replaced.
+    assert_eq!(
+        answer.echoed("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(answer.echoed("x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(answer.echoed("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        answer.echoed("x-forwarded-host").as_deref(),
+        Some("app.test")
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_chain_is_extended() {
+    let a = spawn_backend("a").await;
+    let mut config = config(&[&a]);
+    config.forwarding.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let balancer = spawn_balancer(config).await;
+    let answer = send(
+        balancer.addr,
+        request(
+            "/",
+            &[
+                ("x-forwarded-for", "198.51.100.7"),
+                ("x-forwarded-proto", "https"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        answer.echoed("x-forwarded-for").as_deref(),
+        Some("198.51.100.7, 127.0.0.1")
+    );
+    assert_eq!(answer.echoed("x-real-ip").as_deref(), Some("198.51.100.7"));
+    assert_eq!(answer.echoed("x-forwarded-proto").as_deref(), Some("https"));
+}
+
+/// A port with nothing listening on it.
+async fn closed_port() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn refused_connections_give_502_slow_backends_504() {
+    let mut config = config(&[]);
+    config.backends = vec![closed_port().await.to_string().parse().unwrap()];
+    let balancer = spawn_balancer(config).await;
+    let answer = get(balancer.addr, "/").await;
+    assert_eq!(answer.status, 502);
+    assert!(answer.body.contains("could not connect"), "{}", answer.body);
+
+    let slow = spawn_backend("slow").await;
+    slow.behaviour.delay_ms.store(2000, Ordering::SeqCst);
+    let mut config = crate::helpers::config(&[&slow]);
+    config.timeouts.response_header = Duration::from_millis(200);
+    let balancer = spawn_balancer(config).await;
+    let answer = get(balancer.addr, "/").await;
+    assert_eq!(answer.status, 504);
+    assert!(
+        answer.body.contains("did not answer in time"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(slow.hits(), 1, "a timed-out request is not retried");
+}
+
+/// A backend that reads a request and closes without answering; counts requests.
+async fn dropping_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+                && n > 0
+            {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_request_that_reached_a_backend_is_never_sent_twice_by_default() {
+    let (dropping, seen) = dropping_backend().await;
+    let a = spawn_backend("a").await;
+    let mut config = config(&[&a]);
+    config
+        .backends
+        .insert(0, dropping.to_string().parse().unwrap());
+    config.passive.enabled = false;
+    let balancer = spawn_balancer(config).await;
+    let mut failed = 0;
+    for _ in 0..6 {
+        let answer = get(balancer.addr, "/").await;
+        if answer.status == 502 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 3, "half went to the dropping backend and failed");
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+    assert_eq!(a.hits(), 3, "no failed request was replayed on a");
+}
+
+#[tokio::test]
+async fn idempotent_retries_are_opt_in_and_skip_requests_with_bodies() {
+    let (dropping, _seen) = dropping_backend().await;
+    let a = spawn_backend("a").await;
+    let mut config = config(&[&a]);
+    config
+        .backends
+        .insert(0, dropping.to_string().parse().unwrap());
+    config.passive.enabled = false;
+    config.retry.idempotent = true;
+    let balancer = spawn_balancer(config).await;
+    for _ in 0..6 {
+        assert_eq!(get(balancer.addr, "/").await.status, 200);
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let post = http::Request::post("/")
+            .header("host", "app.test")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"data",
+            )))
+            .unwrap();
+        statuses.push(send(balancer.addr, post).await.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        2,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn upgrade_requests_are_tunnelled_after_the_backends_101() {
+    let a = spawn_backend("a").await;
+    let balancer = spawn_balancer(config(&[&a])).await;
+    let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+        assert!(head.len() < 4096);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for message in ["hello", "tunnel"] {
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut reply = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, message.to_ascii_uppercase().as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn backend_connections_are_pooled_and_reused() {
+    let a = spawn_backend("a").await;
+    let balancer = spawn_balancer(config(&[&a])).await;
+    for _ in 0..10 {
+        assert_eq!(get(balancer.addr, "/").await.status, 200);
+    }
+    let backend = balancer.registry.load().backends[0].clone();
+    assert_eq!(
+        backend.pool.idle_count(),
+        1,
+        "ten sequential requests share one connection"
+    );
+}
