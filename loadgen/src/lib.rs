@@ -1,1 +1,34 @@
-//! The loadgen library: see ARCHITECTURE.md.
+//! loadgen: an HTTP load generator that shows how responses spread across the instances
+//! behind a load balancer, with honest latency (HDR histograms, coordinated-omission
+//! corrected open model).
+//!
+//! [`run`] takes the command-line [`Opts`], validates them into a [`RunConfig`], runs the
+//! load and returns a typed [`Report`]; the binary only prints it.
+
+pub mod cli;
+pub mod client;
+pub mod collector;
+pub mod config;
+pub mod live;
+pub mod outcome;
+pub mod recorder;
+pub mod report;
+pub mod runner;
+pub mod schedule;
+
+pub use cli::Opts;
+pub use config::{ConfigError, RunConfig};
+pub use report::{Report, StopReason};
+pub use runner::{RunError, run_config};
+pub use tokio_util::sync::CancellationToken;
+
+/// Validates `opts`, runs the load, and returns the report; Ctrl-C or SIGTERM end the run
+/// early with a partial report.
+pub async fn run(opts: Opts) -> Result<Report, RunError> {
+    let config = RunConfig::from_opts(&opts)?;
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(runner::forward_signals(shutdown.clone()));
+    let report = run_config(config, shutdown).await;
+    signals.abort();
+    report
+}

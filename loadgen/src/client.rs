@@ -1,0 +1,32 @@
+//! HTTP clients: one per worker, or one per virtual user so each keeps its own cookies.
+//!
+//! A client per worker means a connection pool per worker: `-c N` really is N connections,
+//! as with wrk, and workers never contend on a shared pool.
+
+use reqwest::Client;
+use reqwest::redirect::Policy;
+
+use crate::config::RunConfig;
+
+/// A client for one worker (`cookies == false`) or one virtual user.
+pub fn build(config: &RunConfig, cookies: bool) -> Result<Client, reqwest::Error> {
+    let mut builder = Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        // A load generator measures what the target answers; following redirects would
+        // hide that and double-count.
+        .redirect(Policy::none())
+        .tcp_nodelay(true)
+        .cookie_store(cookies);
+    builder = if config.keepalive {
+        builder.pool_max_idle_per_host(usize::MAX)
+    } else {
+        builder.pool_max_idle_per_host(0)
+    };
+    builder = if config.http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    builder.build()
+}

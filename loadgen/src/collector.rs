@@ -1,0 +1,306 @@
+//! The one place samples are aggregated: totals, per-instance figures, sessions and the
+//! per-second series. It runs as a single task fed with batches, so it needs no locks, and
+//! it drives the live view from the same state.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+
+use crate::live::{LiveStatus, LiveView};
+use crate::outcome::{ErrorKind, Outcome};
+use crate::recorder::{Batch, MISSING_GROUP, NO_RESPONSE, NO_USER, OTHER_GROUP, Sample};
+
+/// Distinct instances reported; more are folded into "(other)".
+pub const MAX_GROUPS: usize = 64;
+pub const MISSING_NAME: &str = "(missing)";
+pub const OTHER_NAME: &str = "(other)";
+/// Longest latency a histogram holds (one hour, in microseconds); longer ones saturate.
+const HIGHEST_LATENCY_US: u64 = 3_600_000_000;
+/// A second's figures are final once the clock is this many seconds past it.
+const SETTLE_SECONDS: u64 = 2;
+const STATUS_CODES: usize = 1000;
+
+pub fn latency_histogram(significant_figures: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST_LATENCY_US, significant_figures)
+        .expect("static histogram bounds are valid")
+}
+
+/// Figures for one value of the group-by header.
+#[derive(Debug)]
+pub struct GroupStats {
+    pub name: String,
+    pub count: u64,
+    pub failures: u64,
+    pub latency: Histogram<u64>,
+}
+
+/// Which instances a virtual user has seen.
+#[derive(Debug, Clone, Copy)]
+pub struct UserSeen {
+    pub first_group: u16,
+    pub requests: u64,
+    pub multiple: bool,
+}
+
+/// One finished second of the run.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct SecondStats {
+    pub second: u64,
+    pub requests: u64,
+    pub failures: u64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug)]
+struct OpenSecond {
+    requests: u64,
+    failures: u64,
+    latency: Histogram<u64>,
+}
+
+/// Per-second throughput and p99 with a few seconds of histograms in memory at most.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    pub finished: Vec<SecondStats>,
+    open: std::collections::VecDeque<OpenSecond>,
+    spare: Vec<Histogram<u64>>,
+}
+
+impl Timeline {
+    fn absorb(&mut self, sample: &Sample) {
+        let second = sample.finished_ms / 1000;
+        let failed = u64::from(sample.outcome.is_failure());
+        let first_open = self.finished.len() as u64;
+        if second < first_open {
+            // A straggler for a settled second: its count still belongs there.
+            let stats = &mut self.finished[second as usize];
+            stats.requests += 1;
+            stats.failures += failed;
+            return;
+        }
+        let slot = (second - first_open) as usize;
+        while self.open.len() <= slot {
+            let latency = self.spare.pop().unwrap_or_else(|| latency_histogram(2));
+            self.open.push_back(OpenSecond {
+                requests: 0,
+                failures: 0,
+                latency,
+            });
+        }
+        let open = &mut self.open[slot];
+        open.requests += 1;
+        open.failures += failed;
+        open.latency.saturating_record(sample.latency_us.max(1));
+    }
+
+    /// Settles every second before `second`.
+    fn settle_before(&mut self, second: u64) {
+        while (self.finished.len() as u64) < second {
+            let stats_second = self.finished.len() as u64;
+            let stats = match self.open.pop_front() {
+                Some(mut open) => {
+                    let stats = SecondStats {
+                        second: stats_second,
+                        requests: open.requests,
+                        failures: open.failures,
+                        p99_ms: quantile_ms(&open.latency, 0.99),
+                    };
+                    open.latency.reset();
+                    self.spare.push(open.latency);
+                    stats
+                }
+                None => SecondStats {
+                    second: stats_second,
+                    requests: 0,
+                    failures: 0,
+                    p99_ms: 0.0,
+                },
+            };
+            self.finished.push(stats);
+        }
+    }
+
+    fn settle_all(&mut self) {
+        let end = self.finished.len() + self.open.len();
+        self.settle_before(end as u64);
+    }
+}
+
+pub fn quantile_ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    if histogram.is_empty() {
+        0.0
+    } else {
+        histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+/// Everything measured in a run.
+#[derive(Debug)]
+pub struct Collector {
+    pub requests: u64,
+    pub responses: u64,
+    pub failures: u64,
+    pub latency: Histogram<u64>,
+    pub service: Histogram<u64>,
+    pub status: Vec<u64>,
+    pub errors: [u64; ErrorKind::ALL.len()],
+    pub groups: Vec<GroupStats>,
+    group_ids: HashMap<String, u16>,
+    /// Per worker: its local group index to ours.
+    worker_groups: Vec<Vec<u16>>,
+    pub users: Vec<UserSeen>,
+    pub timeline: Timeline,
+}
+
+impl Collector {
+    pub fn new(workers: u32, users: u32) -> Self {
+        Self {
+            requests: 0,
+            responses: 0,
+            failures: 0,
+            latency: latency_histogram(3),
+            service: latency_histogram(3),
+            status: vec![0; STATUS_CODES],
+            errors: [0; ErrorKind::ALL.len()],
+            groups: Vec::new(),
+            group_ids: HashMap::new(),
+            worker_groups: vec![Vec::new(); workers as usize],
+            users: vec![
+                UserSeen {
+                    first_group: NO_RESPONSE,
+                    requests: 0,
+                    multiple: false,
+                };
+                users as usize
+            ],
+            timeline: Timeline::default(),
+        }
+    }
+
+    fn group_id(&mut self, name: &str) -> u16 {
+        if let Some(&id) = self.group_ids.get(name) {
+            return id;
+        }
+        if self.groups.len() >= MAX_GROUPS && name != OTHER_NAME {
+            return self.group_id(OTHER_NAME);
+        }
+        let id = self.groups.len() as u16;
+        self.groups.push(GroupStats {
+            name: name.to_owned(),
+            count: 0,
+            failures: 0,
+            latency: latency_histogram(2),
+        });
+        self.group_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    pub fn absorb(&mut self, batch: Batch) {
+        let worker = batch.worker as usize;
+        for name in &batch.new_groups {
+            let id = self.group_id(name);
+            self.worker_groups[worker].push(id);
+        }
+        for sample in &batch.samples {
+            self.absorb_sample(worker, sample);
+        }
+    }
+
+    fn absorb_sample(&mut self, worker: usize, sample: &Sample) {
+        self.requests += 1;
+        let failed = sample.outcome.is_failure();
+        self.failures += u64::from(failed);
+        self.latency.saturating_record(sample.latency_us.max(1));
+        self.service.saturating_record(sample.service_us.max(1));
+        self.timeline.absorb(sample);
+        let group = match sample.outcome {
+            Outcome::Error(kind) => {
+                self.errors[kind.index()] += 1;
+                return;
+            }
+            Outcome::Status(code) => {
+                self.responses += 1;
+                self.status[usize::from(code).min(STATUS_CODES - 1)] += 1;
+                match sample.group {
+                    MISSING_GROUP => self.group_id(MISSING_NAME),
+                    OTHER_GROUP | NO_RESPONSE => self.group_id(OTHER_NAME),
+                    local => self.worker_groups[worker][usize::from(local)],
+                }
+            }
+        };
+        let stats = &mut self.groups[usize::from(group)];
+        stats.count += 1;
+        stats.failures += u64::from(failed);
+        stats.latency.saturating_record(sample.latency_us.max(1));
+        // Only a named instance tells whether a user moved between instances.
+        let named = stats.name != MISSING_NAME && stats.name != OTHER_NAME;
+        if sample.user != NO_USER
+            && named
+            && let Some(user) = self.users.get_mut(sample.user as usize)
+        {
+            user.requests += 1;
+            if user.first_group == NO_RESPONSE {
+                user.first_group = group;
+            } else if user.first_group != group {
+                user.multiple = true;
+            }
+        }
+    }
+
+    fn live_status(&self, elapsed: Duration, recent_rate: f64) -> LiveStatus {
+        let mut groups: Vec<(String, u64)> = self
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), g.count))
+            .collect();
+        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        LiveStatus {
+            elapsed,
+            requests: self.requests,
+            failures: self.failures,
+            recent_rate,
+            recent_p99_ms: self.timeline.finished.last().map(|s| s.p99_ms),
+            groups,
+        }
+    }
+}
+
+/// Runs until every worker has dropped its sender, then returns the settled figures.
+pub async fn collect(
+    mut batches: mpsc::Receiver<Batch>,
+    mut collector: Collector,
+    mut live: Option<LiveView>,
+    run_start: Instant,
+) -> Collector {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_draw = (run_start, 0u64);
+    loop {
+        tokio::select! {
+            batch = batches.recv() => match batch {
+                Some(batch) => collector.absorb(batch),
+                None => break,
+            },
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let elapsed = now.saturating_duration_since(run_start);
+                collector.timeline.settle_before(elapsed.as_secs().saturating_sub(SETTLE_SECONDS));
+                if let Some(live) = live.as_mut()
+                    && live.due(elapsed)
+                {
+                    let window = now.saturating_duration_since(last_draw.0).as_secs_f64();
+                    let recent = (collector.requests - last_draw.1) as f64 / window.max(1e-3);
+                    live.draw(&collector.live_status(elapsed, recent));
+                    last_draw = (now, collector.requests);
+                }
+            }
+        }
+    }
+    if let Some(live) = live.as_mut() {
+        live.clear();
+    }
+    collector.timeline.settle_all();
+    collector
+}

@@ -1,0 +1,245 @@
+//! Runs the load: spawns the workers, stops them at the deadline, on Ctrl-C or when `-n`
+//! requests are done, and turns the collected figures into a [`Report`].
+//!
+//! Workers claim request indices from one atomic counter: `-n` is exact however many
+//! workers there are, URLs are used in turn by index, and in the open model the index
+//! alone gives the intended send time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use reqwest::{Client, Url};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::client;
+use crate::collector::{Collector, collect};
+use crate::config::{LoadModel, RequestTemplate, RunConfig};
+use crate::live::{LiveView, Plan};
+use crate::outcome::{ErrorKind, Outcome};
+use crate::recorder::{NO_RESPONSE, NO_USER, Recorder, Sample};
+use crate::report::{Report, RunInfo, StopReason};
+
+/// Why a run could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("the collector task failed: {0}")]
+    Collector(#[from] tokio::task::JoinError),
+}
+
+/// State every worker reads.
+struct Shared {
+    config: Arc<RunConfig>,
+    next_index: AtomicU64,
+    start: Instant,
+    stop: CancellationToken,
+}
+
+/// Runs `config` until done, its deadline, or `shutdown` (which yields a partial report).
+pub async fn run_config(
+    config: RunConfig,
+    shutdown: CancellationToken,
+) -> Result<Report, RunError> {
+    let config = Arc::new(config);
+    let workers = config.workers();
+    let users = config.sessions.unwrap_or(0);
+
+    let mut clients: Vec<Vec<(Client, u32)>> = vec![Vec::new(); workers as usize];
+    if users > 0 {
+        for user in 0..users {
+            clients[(user % workers) as usize].push((client::build(&config, true)?, user));
+        }
+    } else {
+        for slot in &mut clients {
+            slot.push((client::build(&config, false)?, NO_USER));
+        }
+    }
+
+    let (sink, batches) = mpsc::channel(workers as usize * 2 + 16);
+    let start = Instant::now();
+    let live = config.live_view.then(|| {
+        LiveView::stderr(match config.requests {
+            Some(requests) if !config.deadline_is_planned => Plan::Requests(requests),
+            _ => Plan::Duration(config.deadline),
+        })
+    });
+    let collector = tokio::spawn(collect(
+        batches,
+        Collector::new(workers, users),
+        live,
+        start,
+    ));
+
+    let shared = Arc::new(Shared {
+        config: Arc::clone(&config),
+        next_index: AtomicU64::new(0),
+        start,
+        stop: CancellationToken::new(),
+    });
+    let mut running = JoinSet::new();
+    for (worker_id, worker_clients) in clients.into_iter().enumerate() {
+        let recorder = Recorder::new(
+            worker_id as u32,
+            start,
+            config.group_by.clone(),
+            sink.clone(),
+        );
+        running.spawn(worker(Arc::clone(&shared), worker_clients, recorder));
+    }
+    drop(sink);
+
+    let deadline = tokio::time::Instant::from_std(start + config.deadline);
+    let stopped_by = tokio::select! {
+        () = async { while running.join_next().await.is_some() {} } => StopReason::Requests,
+        () = tokio::time::sleep_until(deadline) => if config.deadline_is_planned {
+            StopReason::Duration
+        } else {
+            StopReason::MaxDuration
+        },
+        () = shutdown.cancelled() => StopReason::Interrupted,
+    };
+    let duration = start.elapsed().min(config.deadline);
+    shared.stop.cancel();
+    // Workers leave at their next await point; what they measured is flushed on the way.
+    while running.join_next().await.is_some() {}
+    let collector = collector.await?;
+
+    let run = RunInfo {
+        model: match config.model {
+            LoadModel::Closed => "closed",
+            LoadModel::Open(_) => "open",
+        },
+        connections: workers,
+        urls: config.request.urls.iter().map(Url::to_string).collect(),
+        rate: match &config.model {
+            LoadModel::Closed => None,
+            LoadModel::Open(schedule) => Some((
+                schedule.rate_at(std::time::Duration::ZERO),
+                schedule.rate_at(schedule.ramp_length()),
+            )),
+        },
+    };
+    Ok(Report::build(
+        &collector,
+        duration.as_secs_f64(),
+        stopped_by,
+        config.group_by.as_str().to_owned(),
+        run,
+    ))
+}
+
+async fn worker(shared: Arc<Shared>, clients: Vec<(Client, u32)>, mut recorder: Recorder) {
+    let config = &shared.config;
+    let template = &config.request;
+    let url_count = template.urls.len() as u64;
+    let mut turn = 0;
+    while !shared.stop.is_cancelled() {
+        let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
+        if config.requests.is_some_and(|requests| index >= requests) {
+            break;
+        }
+        let intended = match &config.model {
+            LoadModel::Closed => None,
+            LoadModel::Open(schedule) => {
+                let offset = schedule.send_offset(index);
+                if offset >= config.deadline {
+                    break;
+                }
+                let due = shared.start + offset;
+                if due > Instant::now() {
+                    tokio::select! {
+                        biased;
+                        () = shared.stop.cancelled() => break,
+                        () = tokio::time::sleep_until(due.into()) => {}
+                    }
+                }
+                Some(due)
+            }
+        };
+        let (client, user) = &clients[turn];
+        turn = (turn + 1) % clients.len();
+        let url = &template.urls[(index % url_count) as usize];
+
+        let sent = Instant::now();
+        let (outcome, group) = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break,
+            result = exchange(client, template, url, &mut recorder) => result,
+        };
+        let finished = Instant::now();
+        let sample = Sample {
+            latency_us: finished
+                .duration_since(intended.unwrap_or(sent))
+                .as_micros() as u64,
+            service_us: finished.duration_since(sent).as_micros() as u64,
+            finished_ms: recorder.offset_ms(finished),
+            outcome,
+            group,
+            user: *user,
+        };
+        recorder.record(sample).await;
+    }
+    recorder.flush().await;
+}
+
+/// One request and its whole response body.
+async fn exchange(
+    client: &Client,
+    template: &RequestTemplate,
+    url: &Url,
+    recorder: &mut Recorder,
+) -> (Outcome, u16) {
+    let mut request = client.request(template.method.clone(), url.clone());
+    if !template.headers.is_empty() {
+        request = request.headers(template.headers.clone());
+    }
+    if let Some(body) = &template.body {
+        request = request.body(body.clone());
+    }
+    let mut response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => return (Outcome::Error(ErrorKind::classify(&error)), NO_RESPONSE),
+    };
+    let status = response.status().as_u16();
+    let group = recorder.group_of(response.headers());
+    // Drain the body chunk by chunk: the connection is reused only once it is read, and
+    // nothing is copied.
+    loop {
+        match response.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return (Outcome::Status(status), group),
+            Err(error) => return (Outcome::Error(ErrorKind::classify(&error)), NO_RESPONSE),
+        }
+    }
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+pub async fn forward_signals(shutdown: CancellationToken) {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,31 @@
+use crate::helpers::{Behavior, refused_addr, run_loadgen, spawn_server};
+
+#[tokio::test]
+async fn refused_connections_are_counted_not_fatal() {
+    let addr = refused_addr().await;
+    let url = format!("http://{addr}/");
+    let report = run_loadgen(&["-c", "2", "-n", "6", &url]).await;
+    assert_eq!(report.requests, 6);
+    assert_eq!(report.errors["refused"], 6, "{:?}", report.errors);
+    assert_eq!(report.failures, 6);
+    assert!(report.groups.is_empty());
+}
+
+#[tokio::test]
+async fn resets_are_classified() {
+    let server = spawn_server(Behavior::Reset).await;
+    let url = server.url();
+    let report = run_loadgen(&["-c", "1", "-n", "4", &url]).await;
+    assert_eq!(report.requests, 4);
+    assert_eq!(report.errors["reset"], 4, "{:?}", report.errors);
+}
+
+#[tokio::test]
+async fn timeouts_are_classified() {
+    let server = spawn_server(Behavior::Silent).await;
+    let url = server.url();
+    let started = std::time::Instant::now();
+    let report = run_loadgen(&["-c", "2", "-n", "2", "--timeout", "300ms", &url]).await;
+    assert_eq!(report.errors["timeout"], 2, "{:?}", report.errors);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}

@@ -1,0 +1,205 @@
+//! Test servers on 127.0.0.1 port 0 (a small hand-written HTTP/1.1 server with scripted
+//! behaviours) and a way to run loadgen in-process with command-line arguments.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use loadgen::{CancellationToken, Opts, Report, RunConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// What a test server does with each request.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// Answers 200 with these extra headers after `delay`.
+    Respond {
+        headers: Vec<(String, String)>,
+        delay: Duration,
+    },
+    /// Gives a new `sid` cookie to requests without one and names the instance after the
+    /// session: a perfectly sticky backend, so cookie handling shows in the groups.
+    SessionPerCookie,
+    /// Reads the request, then resets the connection.
+    Reset,
+    /// Reads the request and never answers.
+    Silent,
+}
+
+pub fn instance(name: &str) -> Behavior {
+    Behavior::Respond {
+        headers: vec![("X-Instance-Id".to_owned(), name.to_owned())],
+        delay: Duration::ZERO,
+    }
+}
+
+/// A server that lives as long as this value.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Requests read so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn spawn_server(behavior: Behavior) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&requests);
+    let sessions = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let behavior = behavior.clone();
+            let counter = Arc::clone(&counter);
+            let sessions = Arc::clone(&sessions);
+            tokio::spawn(async move {
+                let _ = serve(stream, behavior, counter, sessions).await;
+            });
+        }
+    });
+    TestServer {
+        addr,
+        requests,
+        task,
+    }
+}
+
+/// A port on which nothing listens.
+pub async fn refused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("local addr")
+}
+
+struct RequestHead {
+    close: bool,
+    cookie_sid: Option<String>,
+}
+
+/// Reads one request (head and Content-Length body); `None` when the peer closed.
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<RequestHead> {
+    let head_end = loop {
+        if let Some(position) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break position + 4;
+        }
+        if buffer.len() > 64 * 1024 {
+            return None;
+        }
+        let mut chunk = [0u8; 4096];
+        let read = stream.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+    let mut content_length = 0usize;
+    let mut close = false;
+    let mut cookie_sid = None;
+    for line in head.lines().skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim() {
+            "content-length" => content_length = value.parse().unwrap_or(0),
+            "connection" => close = value == "close",
+            "cookie" => {
+                cookie_sid = value
+                    .split(';')
+                    .filter_map(|pair| pair.trim().strip_prefix("sid="))
+                    .map(str::to_owned)
+                    .next();
+            }
+            _ => {}
+        }
+    }
+    while buffer.len() < head_end + content_length {
+        let mut chunk = [0u8; 4096];
+        let read = stream.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    buffer.drain(..head_end + content_length);
+    Some(RequestHead { close, cookie_sid })
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    behavior: Behavior,
+    counter: Arc<AtomicU64>,
+    sessions: Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    while let Some(request) = read_request(&mut stream, &mut buffer).await {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let mut extra = String::new();
+        match &behavior {
+            Behavior::Respond { headers, delay } => {
+                tokio::time::sleep(*delay).await;
+                for (name, value) in headers {
+                    extra.push_str(&format!("{name}: {value}\r\n"));
+                }
+            }
+            Behavior::SessionPerCookie => {
+                let sid = match request.cookie_sid {
+                    Some(sid) => sid,
+                    None => {
+                        let sid = format!("s{}", sessions.fetch_add(1, Ordering::SeqCst));
+                        extra.push_str(&format!("Set-Cookie: sid={sid}; Path=/\r\n"));
+                        sid
+                    }
+                };
+                extra.push_str(&format!("X-Instance-Id: {sid}\r\n"));
+            }
+            Behavior::Reset => {
+                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+                return Ok(());
+            }
+            Behavior::Silent => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return Ok(());
+            }
+        }
+        let response = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{extra}\r\nok");
+        stream.write_all(response.as_bytes()).await?;
+        if request.close {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Runs loadgen in-process as `loadgen -q ARGS...`, bounded so a hang fails the test.
+pub async fn run_loadgen(args: &[&str]) -> Report {
+    let opts = Opts::try_parse_from(["loadgen", "-q"].iter().chain(args.iter()))
+        .expect("test arguments parse");
+    let config = RunConfig::from_opts(&opts).expect("test arguments are valid");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        loadgen::run_config(config, CancellationToken::new()),
+    )
+    .await
+    .expect("loadgen finished within 30s")
+    .expect("loadgen ran")
+}

@@ -1,0 +1,9 @@
+//! Integration tests for loadgen against real servers on 127.0.0.1.
+
+mod binary;
+mod counts;
+mod errors;
+mod grouping;
+mod helpers;
+mod rate;
+mod sessions;
