@@ -1,0 +1,63 @@
+//! Checks of hitscale's deployment files, used by this crate's test suite.
+//!
+//! Compose validates a file only after substituting `${VARIABLES}`, so the checks here do
+//! the same: [`interpolate`] substitutes them (and reports which ones a file uses),
+//! [`schema`] validates the result against the Compose Specification's JSON Schema, and
+//! [`env_file`] reads `.env.example`, where every variable must be documented.
+//! [`discover`] finds the compose files a repository ships.
+
+pub mod discover;
+pub mod env_file;
+pub mod interpolate;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+/// A compose file as read from disk: still raw, with its `${VARIABLES}` in place.
+#[derive(Debug, Clone)]
+pub struct ComposeFile {
+    pub path: PathBuf,
+    pub raw: serde_json::Value,
+}
+
+/// What can go wrong reading a deployment file; each error names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid YAML: {source}")]
+    Yaml {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{path}: {message}")]
+    Content { path: PathBuf, message: String },
+}
+
+impl ComposeFile {
+    /// Reads and parses a compose file into a JSON value (the shape the schema checks).
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: serde_json::Value =
+            serde_yaml_ng::from_str(&text).map_err(|source| LoadError::Yaml {
+                path: path.to_owned(),
+                source,
+            })?;
+        if !raw.is_object() {
+            return Err(LoadError::Content {
+                path: path.to_owned(),
+                message: "the top level is not a mapping".to_owned(),
+            });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            raw,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Paths and loaders shared by the compose tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use deploy_checks::ComposeFile;
+use deploy_checks::env_file::{self, EnvEntry};
+use deploy_checks::interpolate::{self, VariableUse};
+use deploy_checks::schema::ComposeSchema;
+
+/// The repository root (this crate lives in `deploy/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("deploy/ has a parent")
+        .to_owned()
+}
+
+/// `shared/` sits beside the repository: `…/main` and `…/shared`.
+pub fn schema_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/schemas/compose-spec.json")
+}
+
+pub fn schema() -> ComposeSchema {
+    ComposeSchema::load(&schema_path()).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Every compose file in the repository, parsed; at least the root one must exist.
+pub fn compose_files() -> Vec<ComposeFile> {
+    let root = repo_root();
+    let paths = deploy_checks::discover::compose_files(&root)
+        .unwrap_or_else(|error| panic!("cannot list compose files in {}: {error}", root.display()));
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == "docker-compose.yml")),
+        "no docker-compose.yml at {}",
+        root.display()
+    );
+    paths
+        .iter()
+        .map(|path| ComposeFile::load(path).unwrap_or_else(|error| panic!("{error}")))
+        .collect()
+}
+
+pub fn root_compose() -> ComposeFile {
+    ComposeFile::load(&repo_root().join("docker-compose.yml"))
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+pub fn env_example() -> BTreeMap<String, EnvEntry> {
+    env_file::read(&repo_root().join(".env.example")).unwrap_or_else(|error| panic!("{error}"))
+}
+
+pub fn env_example_values() -> BTreeMap<String, String> {
+    env_example()
+        .into_iter()
+        .map(|(name, entry)| (name, entry.value))
+        .collect()
+}
+
+/// The file as compose sees it with `env` as the environment, and every variable it uses.
+pub fn interpolated(
+    file: &ComposeFile,
+    env: &BTreeMap<String, String>,
+) -> (serde_json::Value, Vec<VariableUse>) {
+    interpolate::interpolate_value(&file.raw, env)
+        .unwrap_or_else(|error| panic!("{}: {error}", file.path.display()))
+}
+
+/// The root file as `docker compose up` sees it with no `.env` and no variables set.
+pub fn root_with_defaults() -> serde_json::Value {
+    interpolated(&root_compose(), &BTreeMap::new()).0
+}
+
+pub fn service<'a>(compose: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    compose
+        .get("services")
+        .and_then(|services| services.get(name))
+        .unwrap_or_else(|| panic!("docker-compose.yml has no service {name:?}"))
+}
+
+pub fn services(compose: &serde_json::Value) -> &serde_json::Map<String, serde_json::Value> {
+    compose["services"]
+        .as_object()
+        .expect("docker-compose.yml has a services mapping")
+}
+
+/// A service's environment as a map, whichever of compose's two forms it uses.
+pub fn environment(service: &serde_json::Value) -> BTreeMap<String, String> {
+    match service.get("environment") {
+        None => BTreeMap::new(),
+        Some(serde_json::Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| item.as_str())
+            .map(|item| {
+                let (k, v) = item.split_once('=').unwrap_or((item, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        Some(other) => panic!("environment is neither a mapping nor a list: {other}"),
+    }
+}
