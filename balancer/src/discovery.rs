@@ -134,3 +134,64 @@ async fn resolve(spec: &BackendSpec, timeout: Duration) -> std::io::Result<Vec<S
     addrs.dedup();
     Ok(addrs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn changes_swap_the_set_keep_survivors_and_drain_the_removed() {
+        let config = Config {
+            backends: vec![
+                "127.0.0.1:7001".parse().unwrap(),
+                "127.0.0.1:7002,weight=2".parse().unwrap(),
+            ],
+            ..Config::default()
+        };
+        let registry = Arc::new(Registry::default());
+        let mut discovery = Discovery::new(&config, registry.clone());
+        discovery.refresh().await;
+        let first = registry.load_full();
+        assert_eq!(first.backends.len(), 2);
+        assert_eq!(first.backends[1].weight, 2);
+
+        // Nothing changed: the set is not swapped.
+        discovery.refresh().await;
+        assert!(Arc::ptr_eq(&first, &registry.load_full()));
+
+        // One address goes away and another appears, as when a container is replaced.
+        let held = first.backends[1].clone();
+        let _in_flight = held.track();
+        discovery.specs = vec![
+            "127.0.0.1:7001".parse().unwrap(),
+            "127.0.0.1:7003".parse().unwrap(),
+        ];
+        discovery.last_known = vec![Vec::new(); 2];
+        discovery.refresh().await;
+        let second = registry.load_full();
+        assert_eq!(second.generation, first.generation + 1);
+        let addrs: Vec<String> = second.backends.iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:7001", "127.0.0.1:7003"]);
+        assert!(
+            Arc::ptr_eq(&first.backends[0], &second.backends[0]),
+            "survivors keep their state"
+        );
+        assert!(held.is_draining(), "the removed backend drains");
+        assert_eq!(held.in_flight(), 1, "its in-flight request is unaffected");
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_keeps_the_previous_addresses() {
+        let config = Config {
+            backends: vec!["127.0.0.1:7001".parse().unwrap()],
+            ..Config::default()
+        };
+        let registry = Arc::new(Registry::default());
+        let mut discovery = Discovery::new(&config, registry.clone());
+        discovery.refresh().await;
+        discovery.specs = vec!["name.invalid:7001".parse().unwrap()];
+        discovery.resolve_timeout = Duration::from_millis(500);
+        discovery.refresh().await;
+        assert_eq!(registry.load().backends.len(), 1);
+    }
+}

@@ -95,14 +95,20 @@ pub async fn checkout(
     addr: SocketAddr,
     connect_timeout: Duration,
 ) -> Result<UpstreamSender, ConnectError> {
+    let mut may_wait = true;
     while let Some(mut sender) = pool.take() {
-        // The connection task may still be finishing the previous exchange; that takes
-        // microseconds, and a connection that needs longer is not worth waiting for.
         if sender.is_ready() {
             return Ok(sender);
         }
-        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(50), sender.ready()).await {
-            return Ok(sender);
+        // The connection task may still be finishing the previous exchange; that takes
+        // microseconds. Wait briefly, once per checkout, and drop connections that need longer.
+        if may_wait {
+            may_wait = false;
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(20), sender.ready()).await
+            {
+                return Ok(sender);
+            }
         }
     }
     connect(addr, connect_timeout).await

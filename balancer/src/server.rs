@@ -29,7 +29,7 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.timeouts.client_header)
-        .max_buf_size(config.limits.max_header_bytes.max(8192))
+        .max_header_size(config.limits.max_header_bytes)
         .max_headers(config.limits.max_headers)
         .keep_alive(true);
     let builder = Arc::new(builder);

@@ -234,3 +234,40 @@ async fn backend_connections_are_pooled_and_reused() {
         "ten sequential requests share one connection"
     );
 }
+
+#[tokio::test]
+async fn slow_headers_and_idle_keep_alive_connections_are_closed_and_big_heads_refused() {
+    let a = spawn_backend("a").await;
+    let mut config = config(&[&a]);
+    config.timeouts.client_header = Duration::from_millis(300);
+    let balancer = spawn_balancer(config).await;
+
+    // Slowloris: half a request head, then nothing.
+    let mut slow = TcpStream::connect(balancer.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the slow client is disconnected");
+    assert_eq!(a.hits(), 0);
+
+    // Idle keep-alive: one request, then silence.
+    let mut idle = TcpStream::connect(balancer.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), idle.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the idle connection is closed");
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+
+    // A head beyond the limit.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(100 * 1024)
+    );
+    let answer = raw(balancer.addr, big.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_eq!(a.hits(), 1);
+}
