@@ -19,6 +19,8 @@ pub fn spawn(registry: Arc<Registry>, config: HealthConfig) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the caller has just run a round itself.
+        ticker.tick().await;
         loop {
             ticker.tick().await;
             check_all(&registry, &config).await;
