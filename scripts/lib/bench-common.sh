@@ -39,6 +39,9 @@ bench_cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   wait 2>/dev/null || true
+  if [ -n "$BENCH_AUTOGROUP_NICE" ]; then
+    echo "$BENCH_AUTOGROUP_NICE" >/proc/$$/autogroup 2>/dev/null || true
+  fi
   if [ -n "$BENCH_DIR" ] && [ -z "${BENCH_KEEP:-}" ]; then
     rm -rf "$BENCH_DIR"
   elif [ -n "$BENCH_DIR" ]; then
@@ -49,9 +52,17 @@ bench_cleanup() {
 # On a shared machine other work steals cycles from the runs. BENCH_NICE=N (negative needs
 # root) renices this script, and so every process started after the call, alike for all the
 # contenders. Called after building, so the build itself keeps its normal priority.
+# With autogroup scheduling (Linux's default on desktops and many VMs) a nice value only
+# counts inside its session's group, so the session's group is reniced as well, and put
+# back at exit.
+BENCH_AUTOGROUP_NICE=""
 bench_prioritise() {
   [ -n "${BENCH_NICE:-}" ] || return 0
   renice -n "$BENCH_NICE" -p $$ >/dev/null || bench_die "cannot renice to $BENCH_NICE"
+  if [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ] && [ -w /proc/$$/autogroup ]; then
+    BENCH_AUTOGROUP_NICE="$(awk '{ print $NF }' /proc/$$/autogroup)"
+    echo "$BENCH_NICE" >/proc/$$/autogroup || bench_die "cannot set the session's autogroup nice to $BENCH_NICE"
+  fi
 }
 
 # bench_spawn LOGFILE CMD...: starts CMD in the background, records its pid for the trap
