@@ -207,6 +207,14 @@ bench_machine() {
   echo "${cores} x ${cpu:-unknown CPU}, ${mem} RAM, Linux ${kernel}, $(. /etc/os-release && echo "$PRETTY_NAME")"
 }
 
+# Which source a figure belongs to: the commit, and whether the crate had local edits.
+bench_source() {
+  local crate_dir="$1" rev dirty=""
+  rev="$(git -C "$BENCH_REPO" rev-parse --short HEAD 2>/dev/null)" || { echo "unknown (not a git checkout)"; return; }
+  [ -n "$(git -C "$BENCH_REPO" status --porcelain -- "$crate_dir" 2>/dev/null)" ] && dirty=" + uncommitted edits in $crate_dir/"
+  echo "commit $rev$dirty"
+}
+
 # Builds one workspace binary in release mode and prints its path. Honours
 # CARGO_TARGET_DIR, defaulting to the repo's target/.
 bench_build() {
