@@ -11,7 +11,7 @@ use crate::config::RunConfig;
 /// A client for one worker (`cookies == false`) or one virtual user.
 pub fn build(config: &RunConfig, cookies: bool) -> Result<Client, reqwest::Error> {
     let mut builder = Client::builder()
-        .timeout(config.timeout)
+        // The whole-request timeout is applied by the worker (see `runner`).
         .connect_timeout(config.timeout)
         // A load generator measures what the target answers; following redirects would
         // hide that and double-count.

@@ -267,9 +267,10 @@ impl Collector {
     }
 }
 
-/// Runs until every worker has dropped its sender, then returns the settled figures.
+/// Runs until every worker has dropped its senders, then returns the settled figures.
 pub async fn collect(
     mut batches: mpsc::Receiver<Batch>,
+    mut leftovers: mpsc::UnboundedReceiver<Batch>,
     mut collector: Collector,
     mut live: Option<LiveView>,
     run_start: Instant,
@@ -298,9 +299,75 @@ pub async fn collect(
             }
         }
     }
+    // Every recorder is gone, so the leftovers are all queued and the channel is closed.
+    while let Some(batch) = leftovers.recv().await {
+        collector.absorb(batch);
+    }
     if let Some(live) = live.as_mut() {
         live.clear();
     }
     collector.timeline.settle_all();
     collector
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(finished_ms: u64, latency_us: u64, outcome: Outcome) -> Sample {
+        Sample {
+            latency_us,
+            service_us: latency_us,
+            finished_ms,
+            outcome,
+            group: MISSING_GROUP,
+            user: NO_USER,
+        }
+    }
+
+    #[test]
+    fn timeline_settles_seconds_and_keeps_stragglers_counted() {
+        let mut timeline = Timeline::default();
+        timeline.absorb(&sample(100, 1_000, Outcome::Status(200)));
+        timeline.absorb(&sample(2_500, 9_000, Outcome::Status(503)));
+        timeline.settle_before(2);
+        assert_eq!(timeline.finished.len(), 2);
+        assert_eq!(timeline.finished[0].requests, 1);
+        assert_eq!(timeline.finished[1].requests, 0, "an idle second is a zero");
+        // A late sample for a settled second still counts.
+        timeline.absorb(&sample(900, 1_000, Outcome::Error(ErrorKind::Reset)));
+        assert_eq!(timeline.finished[0].requests, 2);
+        assert_eq!(timeline.finished[0].failures, 1);
+        timeline.settle_all();
+        assert_eq!(timeline.finished.len(), 3);
+        assert_eq!(timeline.finished[2].failures, 1);
+        assert!((timeline.finished[2].p99_ms - 9.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn groups_beyond_the_limit_fold_into_other() {
+        let mut collector = Collector::new(2, 0);
+        for worker in 0..2u32 {
+            let names: Vec<String> = (0..MAX_GROUPS).map(|i| format!("w{worker}-{i}")).collect();
+            let samples = (0..MAX_GROUPS as u16)
+                .map(|group| Sample {
+                    group,
+                    ..sample(10, 100, Outcome::Status(200))
+                })
+                .collect();
+            collector.absorb(Batch {
+                worker,
+                samples,
+                new_groups: names,
+            });
+        }
+        assert_eq!(collector.groups.len(), MAX_GROUPS + 1);
+        let other = collector
+            .groups
+            .iter()
+            .find(|g| g.name == OTHER_NAME)
+            .expect("an (other) group");
+        assert_eq!(other.count, MAX_GROUPS as u64);
+        assert_eq!(collector.responses, 2 * MAX_GROUPS as u64);
+    }
 }

@@ -1,6 +1,9 @@
 //! The worker side of measurement: samples go into a fixed-size batch that is handed to
 //! the collector whole, so the hot path takes no lock and touches no shared counter.
 //!
+//! Workers are stopped by aborting their task; whatever a worker still buffers then reaches
+//! the collector through `Drop`.
+//!
 //! Group names (values of the `--group-by` header) are interned per worker: a sample
 //! carries a small index, and a batch carries the names first seen since the last batch.
 
@@ -60,6 +63,9 @@ pub struct Recorder {
     /// the per-second series sees samples promptly.
     batch_second: u64,
     sink: mpsc::Sender<Batch>,
+    /// Takes what is left when the worker is aborted (deadline, Ctrl-C). It holds at most
+    /// one batch per worker, so it is bounded although the channel type is not.
+    leftovers: mpsc::UnboundedSender<Batch>,
 }
 
 impl Recorder {
@@ -68,6 +74,7 @@ impl Recorder {
         run_start: Instant,
         group_by: HeaderName,
         sink: mpsc::Sender<Batch>,
+        leftovers: mpsc::UnboundedSender<Batch>,
     ) -> Self {
         Self {
             worker,
@@ -78,6 +85,7 @@ impl Recorder {
             new_groups: Vec::new(),
             batch_second: 0,
             sink,
+            leftovers,
         }
     }
 
@@ -122,12 +130,28 @@ impl Recorder {
         if self.samples.is_empty() && self.new_groups.is_empty() {
             return;
         }
-        let batch = Batch {
+        // Wait for room before taking the samples out: if the worker is aborted while
+        // waiting, they are still here for `Drop`.
+        let Ok(permit) = self.sink.reserve().await else {
+            // The collector only goes away when the run is over; nothing is left to report.
+            return;
+        };
+        permit.send(Batch {
             worker: self.worker,
             samples: std::mem::replace(&mut self.samples, Vec::with_capacity(BATCH_CAPACITY)),
             new_groups: std::mem::take(&mut self.new_groups),
-        };
-        // The collector only goes away when the run is over; nothing is left to report.
-        let _ = self.sink.send(batch).await;
+        });
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.samples.is_empty() || !self.new_groups.is_empty() {
+            let _ = self.leftovers.send(Batch {
+                worker: self.worker,
+                samples: std::mem::take(&mut self.samples),
+                new_groups: std::mem::take(&mut self.new_groups),
+            });
+        }
     }
 }

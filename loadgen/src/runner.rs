@@ -1,6 +1,9 @@
 //! Runs the load: spawns the workers, stops them at the deadline, on Ctrl-C or when `-n`
 //! requests are done, and turns the collected figures into a [`Report`].
 //!
+//! Workers are stopped by aborting their tasks, so the hot path waits on no stop signal;
+//! an aborted worker's buffered samples still reach the collector (see `recorder`).
+//!
 //! Workers claim request indices from one atomic counter: `-n` is exact however many
 //! workers there are, URLs are used in turn by index, and in the open model the index
 //! alone gives the intended send time.
@@ -38,7 +41,6 @@ struct Shared {
     config: Arc<RunConfig>,
     next_index: AtomicU64,
     start: Instant,
-    stop: CancellationToken,
 }
 
 /// Runs `config` until done, its deadline, or `shutdown` (which yields a partial report).
@@ -62,6 +64,7 @@ pub async fn run_config(
     }
 
     let (sink, batches) = mpsc::channel(workers as usize * 2 + 16);
+    let (leftovers_sink, leftovers) = mpsc::unbounded_channel();
     let start = Instant::now();
     let live = config.live_view.then(|| {
         LiveView::stderr(match config.requests {
@@ -71,6 +74,7 @@ pub async fn run_config(
     });
     let collector = tokio::spawn(collect(
         batches,
+        leftovers,
         Collector::new(workers, users),
         live,
         start,
@@ -80,7 +84,6 @@ pub async fn run_config(
         config: Arc::clone(&config),
         next_index: AtomicU64::new(0),
         start,
-        stop: CancellationToken::new(),
     });
     let mut running = JoinSet::new();
     for (worker_id, worker_clients) in clients.into_iter().enumerate() {
@@ -89,10 +92,12 @@ pub async fn run_config(
             start,
             config.group_by.clone(),
             sink.clone(),
+            leftovers_sink.clone(),
         );
         running.spawn(worker(Arc::clone(&shared), worker_clients, recorder));
     }
     drop(sink);
+    drop(leftovers_sink);
 
     let deadline = tokio::time::Instant::from_std(start + config.deadline);
     let stopped_by = tokio::select! {
@@ -105,8 +110,8 @@ pub async fn run_config(
         () = shutdown.cancelled() => StopReason::Interrupted,
     };
     let duration = start.elapsed().min(config.deadline);
-    shared.stop.cancel();
-    // Workers leave at their next await point; what they measured is flushed on the way.
+    // In-flight requests are dropped; what the workers measured reaches the collector.
+    running.abort_all();
     while running.join_next().await.is_some() {}
     let collector = collector.await?;
 
@@ -139,7 +144,7 @@ async fn worker(shared: Arc<Shared>, clients: Vec<(Client, u32)>, mut recorder: 
     let template = &config.request;
     let url_count = template.urls.len() as u64;
     let mut turn = 0;
-    while !shared.stop.is_cancelled() {
+    loop {
         let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
         if config.requests.is_some_and(|requests| index >= requests) {
             break;
@@ -153,11 +158,7 @@ async fn worker(shared: Arc<Shared>, clients: Vec<(Client, u32)>, mut recorder: 
                 }
                 let due = shared.start + offset;
                 if due > Instant::now() {
-                    tokio::select! {
-                        biased;
-                        () = shared.stop.cancelled() => break,
-                        () = tokio::time::sleep_until(due.into()) => {}
-                    }
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 Some(due)
             }
@@ -167,10 +168,16 @@ async fn worker(shared: Arc<Shared>, clients: Vec<(Client, u32)>, mut recorder: 
         let url = &template.urls[(index % url_count) as usize];
 
         let sent = Instant::now();
-        let (outcome, group) = tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => break,
-            result = exchange(client, template, url, &mut recorder) => result,
+        // The timeout lives in this task rather than in reqwest, which would allocate a
+        // timer per request.
+        let (outcome, group) = match tokio::time::timeout(
+            config.timeout,
+            exchange(client, template, url, &mut recorder),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => (Outcome::Error(ErrorKind::Timeout), NO_RESPONSE),
         };
         let finished = Instant::now();
         let sample = Sample {
