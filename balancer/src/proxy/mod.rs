@@ -50,12 +50,25 @@ struct Head {
 }
 
 impl Head {
-    fn request(&self, body: UpstreamBody) -> Request<UpstreamBody> {
+    /// The request for one attempt. The headers are moved out unless a later attempt may
+    /// need them after this one was sent (`keep_copy`); an unsent request gives them back
+    /// through [`Head::restore`].
+    fn request(&mut self, body: UpstreamBody, keep_copy: bool) -> Request<UpstreamBody> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = if keep_copy {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
         request
+    }
+
+    fn restore(&mut self, unsent: Request<UpstreamBody>) -> UpstreamBody {
+        let (parts, body) = unsent.into_parts();
+        self.headers = parts.headers;
+        body
     }
 }
 
@@ -205,7 +218,8 @@ impl Proxy {
             match self
                 .attempt(
                     backend,
-                    &head,
+                    &mut head,
+                    idempotent_retry,
                     &mut body,
                     &mut client_upgrade,
                     &client_failed,
@@ -243,7 +257,8 @@ impl Proxy {
     async fn attempt(
         &self,
         backend: &Arc<Backend>,
-        head: &Head,
+        head: &mut Head,
+        keep_copy: bool,
         body: &mut Option<UpstreamBody>,
         client_upgrade: &mut Option<OnUpgrade>,
         client_failed: &AtomicBool,
@@ -269,7 +284,7 @@ impl Proxy {
                     });
                 }
             };
-            let mut request = head.request(body.take().unwrap_or(UpstreamBody::Empty));
+            let mut request = head.request(body.take().unwrap_or(UpstreamBody::Empty), keep_copy);
             if !request.headers().contains_key(header::HOST) {
                 // HTTP/1.0 clients may omit Host; HTTP/1.1 backends require one.
                 if let Ok(host) = HeaderValue::from_str(&backend.origin) {
@@ -288,7 +303,7 @@ impl Proxy {
                 }
                 Ok(Err(mut error)) => {
                     if let Some(unsent) = error.take_message() {
-                        *body = Some(unsent.into_body());
+                        *body = Some(head.restore(unsent));
                         if !fresh {
                             fresh = true;
                             continue;
