@@ -111,3 +111,47 @@ impl Cli {
         SocketAddr::new(ip, listen.port())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn backends_come_from_flags_or_the_whitespace_separated_variable() {
+        let cli =
+            Cli::try_parse_from(["balancer", "--sticky", "--health-interval", "500ms"]).unwrap();
+        let config = cli
+            .into_config(Some("10.0.0.2:8000,weight=3  10.0.0.3:8000\n".into()))
+            .unwrap();
+        assert_eq!(config.backends.len(), 2);
+        assert_eq!(config.backends[0].weight, 3);
+        assert!(config.sticky.enabled);
+        assert_eq!(config.health.interval, Duration::from_millis(500));
+
+        // Flags win over the variable.
+        let cli = Cli::try_parse_from(["balancer", "--backend", "hits:8000"]).unwrap();
+        let config = cli.into_config(Some("10.0.0.2:8000".into())).unwrap();
+        assert_eq!(config.backends[0].host, "hits");
+
+        let cli = Cli::try_parse_from(["balancer"]).unwrap();
+        let error = cli
+            .into_config(Some("hits:8000,weight=x".into()))
+            .unwrap_err();
+        assert!(error.to_string().contains("BALANCER_BACKENDS"), "{error}");
+    }
+
+    #[test]
+    fn healthcheck_targets_loopback_on_the_listen_port() {
+        let cli =
+            Cli::try_parse_from(["balancer", "--listen", "0.0.0.0:9000", "healthcheck"]).unwrap();
+        assert_eq!(
+            cli.healthcheck_addr(None),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        let cli =
+            Cli::try_parse_from(["balancer", "healthcheck", "--listen", "[::]:9001"]).unwrap();
+        assert_eq!(cli.healthcheck_addr(None), "[::1]:9001".parse().unwrap());
+    }
+}

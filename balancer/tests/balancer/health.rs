@@ -29,9 +29,9 @@ async fn a_failing_backend_leaves_within_fall_intervals_and_returns_after_rise()
             .any(|x| x.addr == b_addr && x.health() == Health::Down)
     };
     assert!(eventually(Duration::from_secs(3), b_down).await);
-    // fall (3) × interval (100 ms), plus one interval and the check time as slack.
+    // fall (3) × interval (100 ms) nominally; generous slack for a loaded CI machine.
     assert!(
-        started.elapsed() < Duration::from_millis(800),
+        started.elapsed() < Duration::from_millis(1500),
         "took {:?}",
         started.elapsed()
     );
@@ -98,7 +98,7 @@ async fn connect_failures_eject_a_backend_with_growing_backoff_and_requests_stil
     let mut b = spawn_backend("b").await;
     let mut config = config(&[&a, &b]);
     config.passive.failures = 2.try_into().unwrap();
-    config.passive.base_ejection = Duration::from_millis(300);
+    config.passive.base_ejection = Duration::from_millis(500);
     let balancer = spawn_balancer(config).await;
     b.stop();
     // Connect refusals never reached b, so each is retried on a: no client sees an error.
@@ -116,10 +116,10 @@ async fn connect_failures_eject_a_backend_with_growing_backoff_and_requests_stil
     let now = balancer::backend::now_millis();
     assert!(backend.is_ejected(now), "b is ejected");
     // After the first back-off b is tried again, fails again, and is ejected for longer.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(550)).await;
     spread(balancer.addr, 4).await;
     assert!(backend.is_ejected(balancer::backend::now_millis()));
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(550)).await;
     assert!(
         backend.is_ejected(balancer::backend::now_millis()),
         "second ejection lasts longer than the first"
