@@ -17,6 +17,8 @@ pub fn build(config: &RunConfig, cookies: bool) -> Result<Client, reqwest::Error
         // hide that and double-count.
         .redirect(Policy::none())
         .tcp_nodelay(true)
+        // Load goes to the URLs given, never through a proxy picked up from HTTP_PROXY.
+        .no_proxy()
         .cookie_store(cookies);
     builder = if config.keepalive {
         builder.pool_max_idle_per_host(usize::MAX)
