@@ -1,0 +1,31 @@
+//! `/api/hits`: the same figures as JSON. GET records nothing; POST records one hit.
+
+use super::AppState;
+use crate::error::{AppError, Format};
+use crate::stats::Stats;
+use axum::Json;
+use axum::extract::State;
+
+pub async fn current(State(state): State<AppState>) -> Result<Json<Stats>, AppError> {
+    let stats = Stats::current(&state.instance_id, &state.store, &state.cache)
+        .await
+        .map_err(|e| AppError::from_store(e, Format::Json))?;
+    Ok(Json(stats))
+}
+
+pub async fn record(State(state): State<AppState>) -> Result<Json<Stats>, AppError> {
+    state
+        .work
+        .perform()
+        .await
+        .map_err(|e| AppError::unavailable(e.to_string(), Format::Json))?;
+    let counts = state
+        .recorder
+        .record()
+        .await
+        .map_err(|e| AppError::from_record(e, Format::Json))?;
+    let stats = Stats::with_counts(&state.instance_id, &counts, &state.store, &state.cache)
+        .await
+        .map_err(|e| AppError::from_store(e, Format::Json))?;
+    Ok(Json(stats))
+}

@@ -1,0 +1,144 @@
+//! PostgreSQL: the source of truth for hits, and the counters that make reading them cheap.
+//!
+//! A batch of hits is one statement: the rows go into `hits` and the batch's writer bumps its
+//! own counter rows in `hit_totals` and `hit_minutes`, atomically. The same statement reads
+//! back the counters, so the requests of a batch get their figures without a second query.
+
+mod queries;
+
+use crate::config::DatabaseConfig;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("DATABASE_URL: {0}")]
+    BadUrl(sqlx::Error),
+}
+
+/// The counters as PostgreSQL saw them: everything but the cached 24-hour window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCounts {
+    /// Unix time (seconds) of the first minute counted live; earlier minutes of the last 24
+    /// hours come from [`Store::window_before`], which is cached.
+    pub live_from: i64,
+    /// Hits in the live minutes (the previous and the current one).
+    pub recent: i64,
+    /// All-time hits per instance.
+    pub by_instance: BTreeMap<String, i64>,
+}
+
+impl LiveCounts {
+    /// Adds a batch that the statement wrote but, by snapshot rules, did not read back.
+    fn with_batch(mut self, instance_id: &str, hits: i64) -> LiveCounts {
+        self.recent += hits;
+        *self.by_instance.entry(instance_id.to_owned()).or_insert(0) += hits;
+        self
+    }
+}
+
+/// The connection pool and the queries of the app.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects and applies the embedded migrations, retrying while the database is
+    /// unreachable for at most `startup_timeout` (compose may start us first).
+    pub async fn connect(config: &DatabaseConfig) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(config.url())
+            .map_err(StoreError::BadUrl)?
+            // A runaway query must not hold a connection (and a request) forever.
+            .options([("statement_timeout", "10s")])
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options);
+        let store = Store { pool };
+        store.migrate_with_retry(config.startup_timeout).await?;
+        Ok(store)
+    }
+
+    async fn migrate_with_retry(&self, limit: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + limit;
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            // sqlx holds a PostgreSQL advisory lock while migrating, so instances that start
+            // together apply each migration once.
+            match sqlx::migrate!("./migrations").run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(_)))
+                | Err(sqlx::migrate::MigrateError::Execute(sqlx::Error::PoolTimedOut))
+                    if Instant::now() + backoff < deadline =>
+                {
+                    tracing::warn!(retry_in = ?backoff, "database unreachable at start-up; retrying");
+                }
+                Err(
+                    sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(_))
+                    | sqlx::migrate::MigrateError::Execute(sqlx::Error::PoolTimedOut),
+                ) => {
+                    return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+                }
+                Err(other) => return Err(other.into()),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Records `hits` hits served by `instance_id`, counted on writer `shard`'s rows, and
+    /// returns the counters including them.
+    pub async fn record(
+        &self,
+        instance_id: &str,
+        shard: i16,
+        hits: i32,
+    ) -> Result<LiveCounts, StoreError> {
+        let row: queries::LiveRow = sqlx::query_as(queries::RECORD)
+            .bind(instance_id)
+            .bind(shard)
+            .bind(hits)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.into_counts().with_batch(instance_id, i64::from(hits)))
+    }
+
+    /// The counters now, recording nothing.
+    pub async fn live(&self) -> Result<LiveCounts, StoreError> {
+        let row: queries::LiveRow = sqlx::query_as(queries::LIVE).fetch_one(&self.pool).await?;
+        Ok(row.into_counts())
+    }
+
+    /// Hits in the 1438 minutes before `live_from`: together with the two live minutes, the
+    /// last 24 hours to the minute. These minutes no longer change, so the sum is cacheable.
+    pub async fn window_before(&self, live_from: i64) -> Result<i64, StoreError> {
+        let (sum,): (i64,) = sqlx::query_as(queries::WINDOW_BEFORE)
+            .bind(live_from as f64)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(sum)
+    }
+
+    /// True when a query round-trips.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
