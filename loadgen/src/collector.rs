@@ -19,7 +19,7 @@ pub const OTHER_NAME: &str = "(other)";
 /// Longest latency a histogram holds (one hour, in microseconds); longer ones saturate.
 const HIGHEST_LATENCY_US: u64 = 3_600_000_000;
 /// A second's figures are final once the clock is this many seconds past it.
-const SETTLE_SECONDS: u64 = 2;
+const SETTLE_SECONDS: u64 = 1;
 const STATUS_CODES: usize = 1000;
 
 pub fn latency_histogram(significant_figures: u8) -> Histogram<u64> {

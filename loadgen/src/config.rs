@@ -68,6 +68,8 @@ pub struct RunConfig {
     pub deadline_is_planned: bool,
     pub sessions: Option<u32>,
     pub group_by: HeaderName,
+    /// `group_by` as the user spelled it, for reports.
+    pub group_by_label: String,
     pub timeout: Duration,
     pub keepalive: bool,
     pub http2: bool,
@@ -194,6 +196,7 @@ impl RunConfig {
             deadline_is_planned,
             sessions: opts.sessions,
             group_by,
+            group_by_label: opts.group_by.clone(),
             timeout: opts.timeout,
             keepalive: !opts.no_keepalive,
             http2: opts.http2,

@@ -101,7 +101,14 @@ pub async fn run_config(
 
     let deadline = tokio::time::Instant::from_std(start + config.deadline);
     let stopped_by = tokio::select! {
-        () = async { while running.join_next().await.is_some() {} } => StopReason::Requests,
+        () = async { while running.join_next().await.is_some() {} } => {
+            // Workers end by themselves when `-n` is used up or, in the open model, when
+            // the next request would be due after the deadline.
+            let all_claimed = config
+                .requests
+                .is_some_and(|requests| shared.next_index.load(Ordering::Relaxed) >= requests);
+            if all_claimed { StopReason::Requests } else { StopReason::Duration }
+        }
         () = tokio::time::sleep_until(deadline) => if config.deadline_is_planned {
             StopReason::Duration
         } else {
@@ -134,7 +141,7 @@ pub async fn run_config(
         &collector,
         duration.as_secs_f64(),
         stopped_by,
-        config.group_by.as_str().to_owned(),
+        config.group_by_label.clone(),
         run,
     ))
 }

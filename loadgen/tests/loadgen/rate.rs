@@ -16,6 +16,7 @@ async fn open_model_holds_the_target_rate() {
         report.throughput
     );
     assert_eq!(report.run.model, "open");
+    assert_eq!(report.stopped_by, loadgen::StopReason::Duration);
     // A fast server keeps up: latency from the intended time stays close to service time.
     assert!(report.latency_ms.p50 < 50.0, "{:?}", report.latency_ms);
 }
