@@ -104,14 +104,15 @@ impl Proxy {
         request: Request<Incoming>,
     ) -> Response<ClientBody> {
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // A cheap reference-counted copy, only read if the request fails.
+        let uri = request.uri().clone();
         match self.forward(peer, request).await {
             Ok(response) => response,
             Err(error) => {
                 if error.status().is_server_error() {
-                    tracing::warn!(%peer, %method, path, %error, status = error.status().as_u16(), "request failed");
+                    tracing::warn!(%peer, %method, path = uri.path(), %error, status = error.status().as_u16(), "request failed");
                 } else {
-                    tracing::debug!(%peer, %method, path, %error, "request refused");
+                    tracing::debug!(%peer, %method, path = uri.path(), %error, "request refused");
                 }
                 error.into_response()
             }
