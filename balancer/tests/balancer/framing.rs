@@ -106,3 +106,18 @@ async fn absolute_form_for_a_configured_server_name_is_served() {
     // Forwarded in origin-form.
     assert!(answer.contains("GET /x\n"), "{answer}");
 }
+
+#[tokio::test]
+async fn chunking_that_breaks_mid_body_is_a_400_and_the_backend_never_gets_a_whole_request() {
+    let a = spawn_backend("a").await;
+    let balancer = spawn_balancer(config(&[&a])).await;
+    let answer = raw(
+        balancer.addr,
+        b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    // The head and first chunk had been forwarded; then the backend connection was aborted,
+    // so the backend's body read failed and it never saw a complete request.
+    assert!(a.body_bytes.load(std::sync::atomic::Ordering::SeqCst) <= 5);
+}
