@@ -15,6 +15,7 @@ pub mod recorder;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod transport;
 
 pub use cli::Opts;
 pub use config::{ConfigError, RunConfig};

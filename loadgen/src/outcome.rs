@@ -54,23 +54,33 @@ impl ErrorKind {
         self as usize
     }
 
-    /// Sorts a reqwest error by the most specific cause in its source chain: the
-    /// operating system's verdict first, then hyper's, then reqwest's own flags.
+    /// Sorts a reqwest error by the most specific cause in its source chain.
     pub fn classify(error: &reqwest::Error) -> Self {
         if error.is_timeout() {
             return ErrorKind::Timeout;
         }
+        match Self::from_chain(error) {
+            Some(kind) => kind,
+            None if error.is_connect() => ErrorKind::Connect,
+            None if error.is_body() || error.is_decode() => ErrorKind::Body,
+            None => ErrorKind::Other,
+        }
+    }
+
+    /// The kind named by an error or its sources: the operating system's verdict first,
+    /// then hyper's; `None` when neither says anything specific.
+    pub fn from_chain(error: &(dyn StdError + 'static)) -> Option<Self> {
         let mut hyper_kind = None;
-        let mut cause: Option<&(dyn StdError + 'static)> = error.source();
+        let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
         while let Some(current) = cause {
             if let Some(io_error) = current.downcast_ref::<io::Error>() {
                 match io_error.kind() {
-                    io::ErrorKind::ConnectionRefused => return ErrorKind::Refused,
+                    io::ErrorKind::ConnectionRefused => return Some(ErrorKind::Refused),
                     io::ErrorKind::ConnectionReset
                     | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe => return ErrorKind::Reset,
-                    io::ErrorKind::TimedOut => return ErrorKind::Timeout,
-                    io::ErrorKind::UnexpectedEof => return ErrorKind::Closed,
+                    | io::ErrorKind::BrokenPipe => return Some(ErrorKind::Reset),
+                    io::ErrorKind::TimedOut => return Some(ErrorKind::Timeout),
+                    io::ErrorKind::UnexpectedEof => return Some(ErrorKind::Closed),
                     _ => {}
                 }
             }
@@ -83,21 +93,15 @@ impl ErrorKind {
                     Some(ErrorKind::Protocol)
                 } else if hyper_error.is_timeout() {
                     Some(ErrorKind::Timeout)
+                } else if hyper_error.is_body_write_aborted() {
+                    Some(ErrorKind::Reset)
                 } else {
                     None
                 };
             }
             cause = current.source();
         }
-        if let Some(kind) = hyper_kind {
-            kind
-        } else if error.is_connect() {
-            ErrorKind::Connect
-        } else if error.is_body() || error.is_decode() {
-            ErrorKind::Body
-        } else {
-            ErrorKind::Other
-        }
+        hyper_kind
     }
 }
 

@@ -90,6 +90,8 @@ pub struct RunInfo {
     /// "closed" or "open".
     pub model: &'static str,
     pub connections: u32,
+    /// "http1" (lean HTTP/1.1 connections) or "reqwest" (sessions, HTTP/2, TLS).
+    pub transport: &'static str,
     pub urls: Vec<String>,
     /// Open model: target requests per second at the start and end of the ramp.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -12,18 +12,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use reqwest::{Client, Url};
+use reqwest::Url;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::client;
 use crate::collector::{Collector, collect};
-use crate::config::{LoadModel, RequestTemplate, RunConfig};
+use crate::config::{LoadModel, RunConfig};
 use crate::live::{LiveView, Plan};
 use crate::outcome::{ErrorKind, Outcome};
 use crate::recorder::{NO_RESPONSE, NO_USER, Recorder, Sample};
 use crate::report::{Report, RunInfo, StopReason};
+use crate::transport::{self, Http1Connections, Http1Target, Transport};
 
 /// Why a run could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,8 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot prepare the request: {0}")]
+    Target(String),
     #[error("the collector task failed: {0}")]
     Collector(#[from] tokio::task::JoinError),
 }
@@ -52,14 +55,30 @@ pub async fn run_config(
     let workers = config.workers();
     let users = config.sessions.unwrap_or(0);
 
-    let mut clients: Vec<Vec<(Client, u32)>> = vec![Vec::new(); workers as usize];
+    let lean_targets: Option<Arc<[Http1Target]>> = if transport::lean_path_applies(&config) {
+        Some(
+            Http1Target::for_urls(&config.request)
+                .map_err(RunError::Target)?
+                .into(),
+        )
+    } else {
+        None
+    };
+    let mut clients: Vec<Vec<(Transport, u32)>> = (0..workers).map(|_| Vec::new()).collect();
     if users > 0 {
         for user in 0..users {
-            clients[(user % workers) as usize].push((client::build(&config, true)?, user));
+            let client = Transport::Reqwest(client::build(&config, true)?);
+            clients[(user % workers) as usize].push((client, user));
         }
     } else {
         for slot in &mut clients {
-            slot.push((client::build(&config, false)?, NO_USER));
+            let transport = match &lean_targets {
+                Some(targets) => {
+                    Transport::Http1(Http1Connections::new(Arc::clone(targets), config.keepalive))
+                }
+                None => Transport::Reqwest(client::build(&config, false)?),
+            };
+            slot.push((transport, NO_USER));
         }
     }
 
@@ -128,6 +147,11 @@ pub async fn run_config(
             LoadModel::Open(_) => "open",
         },
         connections: workers,
+        transport: if lean_targets.is_some() {
+            "http1"
+        } else {
+            "reqwest"
+        },
         urls: config.request.urls.iter().map(Url::to_string).collect(),
         rate: match &config.model {
             LoadModel::Closed => None,
@@ -146,7 +170,7 @@ pub async fn run_config(
     ))
 }
 
-async fn worker(shared: Arc<Shared>, clients: Vec<(Client, u32)>, mut recorder: Recorder) {
+async fn worker(shared: Arc<Shared>, mut clients: Vec<(Transport, u32)>, mut recorder: Recorder) {
     let config = &shared.config;
     let template = &config.request;
     let url_count = template.urls.len() as u64;
@@ -170,16 +194,18 @@ async fn worker(shared: Arc<Shared>, clients: Vec<(Client, u32)>, mut recorder: 
                 Some(due)
             }
         };
-        let (client, user) = &clients[turn];
-        turn = (turn + 1) % clients.len();
-        let url = &template.urls[(index % url_count) as usize];
+        let client_count = clients.len();
+        let (transport, user) = &mut clients[turn];
+        turn = (turn + 1) % client_count;
+        let url_index = (index % url_count) as usize;
+        let url = &template.urls[url_index];
 
         let sent = Instant::now();
         // The timeout lives in this task rather than in reqwest, which would allocate a
         // timer per request.
         let (outcome, group) = match tokio::time::timeout(
             config.timeout,
-            exchange(client, template, url, &mut recorder),
+            transport.exchange(template, url_index, url, &mut recorder),
         )
         .await
         {
@@ -200,37 +226,6 @@ async fn worker(shared: Arc<Shared>, clients: Vec<(Client, u32)>, mut recorder: 
         recorder.record(sample).await;
     }
     recorder.flush().await;
-}
-
-/// One request and its whole response body.
-async fn exchange(
-    client: &Client,
-    template: &RequestTemplate,
-    url: &Url,
-    recorder: &mut Recorder,
-) -> (Outcome, u16) {
-    let mut request = client.request(template.method.clone(), url.clone());
-    if !template.headers.is_empty() {
-        request = request.headers(template.headers.clone());
-    }
-    if let Some(body) = &template.body {
-        request = request.body(body.clone());
-    }
-    let mut response = match request.send().await {
-        Ok(response) => response,
-        Err(error) => return (Outcome::Error(ErrorKind::classify(&error)), NO_RESPONSE),
-    };
-    let status = response.status().as_u16();
-    let group = recorder.group_of(response.headers());
-    // Drain the body chunk by chunk: the connection is reused only once it is read, and
-    // nothing is copied.
-    loop {
-        match response.chunk().await {
-            Ok(Some(_)) => {}
-            Ok(None) => return (Outcome::Status(status), group),
-            Err(error) => return (Outcome::Error(ErrorKind::classify(&error)), NO_RESPONSE),
-        }
-    }
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

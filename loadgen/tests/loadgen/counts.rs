@@ -11,6 +11,7 @@ async fn n_requests_are_sent_exactly_once_each() {
     assert_eq!(report.status.get("200"), Some(&1000));
     assert_eq!(report.groups.get("solo"), Some(&1000));
     assert_eq!(report.stopped_by, loadgen::StopReason::Requests);
+    assert_eq!(report.run.transport, "http1");
     assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.max >= report.latency_ms.p99);
     let counted: u64 = report.timeline.iter().map(|second| second.requests).sum();
     assert_eq!(

@@ -29,3 +29,22 @@ async fn timeouts_are_classified() {
     assert_eq!(report.errors["timeout"], 2, "{:?}", report.errors);
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn errors_are_classified_on_the_reqwest_path_too() {
+    // `--sessions` needs cookie jars, so these requests go through reqwest.
+    let refused = format!("http://{}/", refused_addr().await);
+    let report = run_loadgen(&["--sessions", "1", "-n", "3", &refused]).await;
+    assert_eq!(report.run.transport, "reqwest");
+    assert_eq!(report.errors["refused"], 3, "{:?}", report.errors);
+
+    let reset = spawn_server(Behavior::Reset).await;
+    let url = reset.url();
+    let report = run_loadgen(&["--sessions", "1", "-n", "3", &url]).await;
+    assert_eq!(report.errors["reset"], 3, "{:?}", report.errors);
+
+    let silent = spawn_server(Behavior::Silent).await;
+    let url = silent.url();
+    let report = run_loadgen(&["--sessions", "2", "-n", "2", "--timeout", "300ms", &url]).await;
+    assert_eq!(report.errors["timeout"], 2, "{:?}", report.errors);
+}

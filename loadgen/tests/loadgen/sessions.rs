@@ -13,6 +13,7 @@ async fn each_virtual_user_keeps_its_own_cookies() {
         "{:?}",
         report.groups
     );
+    assert_eq!(report.run.transport, "reqwest");
     let sessions = report.sessions.expect("sessions reported");
     assert_eq!(sessions.users, 5);
     assert_eq!(sessions.users_with_instance, 5);
