@@ -63,6 +63,8 @@ pub struct Backend {
     passive_failures: AtomicU32,
     ejected_until: AtomicU64,
     ejections: AtomicU32,
+    /// Set while an ejection has not yet been reported as over.
+    ejection_open: AtomicBool,
 }
 
 impl std::fmt::Debug for Backend {
@@ -104,6 +106,7 @@ impl Backend {
             passive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            ejection_open: AtomicBool::new(false),
         }
     }
 
@@ -213,12 +216,20 @@ impl Backend {
             )
             .is_ok()
         {
+            self.ejection_open.store(true, Ordering::Relaxed);
             tracing::warn!(
                 backend = %self.addr, origin = %self.origin, reason, consecutive_failures = failures,
                 ejection_ms = backoff, ejections_in_a_row = streak,
                 "backend ejected"
             );
         }
+    }
+}
+
+impl Backend {
+    /// True once when an ejection has run out, so the return can be logged.
+    pub(crate) fn ejection_ended(&self, now: u64) -> bool {
+        !self.is_ejected(now) && self.ejection_open.swap(false, Ordering::Relaxed)
     }
 }
 

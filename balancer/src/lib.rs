@@ -49,7 +49,10 @@ impl Balancer {
         let registry = Arc::new(Registry::default());
         let mut discovery = Discovery::new(&config, registry.clone());
         discovery.refresh().await;
-        let mut background = vec![discovery.spawn(config.discovery.resolve_interval)];
+        let mut background = vec![
+            discovery.spawn(config.discovery.resolve_interval),
+            health::passive::spawn(registry.clone(), std::time::Duration::from_millis(500)),
+        ];
         if config.health.path.is_some() {
             // A first round before serving, so a healthy stack answers from the start.
             let first = health::active::first_round_budget(&config.health);

@@ -3,3 +3,4 @@
 //! by the proxy on every response).
 
 pub mod active;
+pub mod passive;
