@@ -275,7 +275,12 @@ pub async fn collect(
     mut live: Option<LiveView>,
     run_start: Instant,
 ) -> Collector {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    // Ticks fall mid-second: workers hand over a second's samples right after it ends, so
+    // a tick on the boundary would always show the previous second half-empty.
+    let mut ticker = tokio::time::interval_at(
+        (run_start + Duration::from_millis(500)).into(),
+        Duration::from_secs(1),
+    );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_draw = (run_start, 0u64);
     loop {
