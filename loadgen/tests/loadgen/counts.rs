@@ -52,23 +52,49 @@ async fn max_duration_cuts_an_endless_n_run() {
 
 #[tokio::test]
 async fn method_headers_and_body_are_sent() {
-    let server = spawn_server(instance("solo")).await;
-    let url = server.url();
-    let report = run_loadgen(&[
-        "-m",
-        "POST",
-        "-H",
-        "X-Test: yes",
-        "--body",
-        "hello",
-        "--no-keepalive",
-        "-c",
-        "2",
-        "-n",
-        "20",
-        &url,
-    ])
-    .await;
-    assert_eq!(report.responses, 20);
-    assert_eq!(server.requests(), 20);
+    let body_file = std::env::temp_dir().join(format!("loadgen-body-{}", std::process::id()));
+    std::fs::write(&body_file, "from a file").expect("write body file");
+    let body_arg = format!("@{}", body_file.display());
+    for (transport_args, body, expected_body) in [
+        (&[][..], "hello", "hello"),
+        (&["--sessions", "1"][..], body_arg.as_str(), "from a file"),
+    ] {
+        let server = spawn_server(instance("solo")).await;
+        let url = format!("{}submit?x=1", server.url());
+        let mut args = vec![
+            "-m",
+            "PUT",
+            "-H",
+            "X-Test: yes",
+            "--body",
+            body,
+            "--no-keepalive",
+            "-c",
+            "2",
+            "-n",
+            "20",
+        ];
+        args.extend_from_slice(transport_args);
+        args.push(&url);
+        let report = run_loadgen(&args).await;
+        assert_eq!(report.responses, 20);
+        assert_eq!(server.requests(), 20);
+        let request = server.last_request();
+        let lower = request.to_ascii_lowercase();
+        assert!(
+            request.starts_with("PUT /submit?x=1 HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(lower.contains("x-test: yes\r\n"), "{request}");
+        assert!(lower.contains("connection: close\r\n"), "{request}");
+        assert!(
+            lower.contains(&format!("host: {}\r\n", server.addr)),
+            "{request}"
+        );
+        assert!(
+            request.ends_with(&format!("\r\n\r\n{expected_body}")),
+            "{request}"
+        );
+    }
+    let _ = std::fs::remove_file(&body_file);
 }

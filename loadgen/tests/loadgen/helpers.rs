@@ -2,8 +2,8 @@
 //! behaviours) and a way to run loadgen in-process with command-line arguments.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
@@ -40,12 +40,18 @@ pub fn instance(name: &str) -> Behavior {
 pub struct TestServer {
     pub addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    last_request: Arc<Mutex<String>>,
     task: JoinHandle<()>,
 }
 
 impl TestServer {
     pub fn url(&self) -> String {
         format!("http://{}/", self.addr)
+    }
+
+    /// The raw text (head and body) of the latest request.
+    pub fn last_request(&self) -> String {
+        self.last_request.lock().expect("not poisoned").clone()
     }
 
     /// Requests read so far.
@@ -65,20 +71,26 @@ pub async fn spawn_server(behavior: Behavior) -> TestServer {
     let addr = listener.local_addr().expect("local addr");
     let requests = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&requests);
+    let last_request = Arc::new(Mutex::new(String::new()));
+    let last = Arc::clone(&last_request);
     let sessions = Arc::new(AtomicU64::new(0));
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let behavior = behavior.clone();
-            let counter = Arc::clone(&counter);
-            let sessions = Arc::clone(&sessions);
+            let seen = Seen {
+                requests: Arc::clone(&counter),
+                last: Arc::clone(&last),
+                sessions: Arc::clone(&sessions),
+            };
             tokio::spawn(async move {
-                let _ = serve(stream, behavior, counter, sessions).await;
+                let _ = serve(stream, behavior, seen).await;
             });
         }
     });
     TestServer {
         addr,
         requests,
+        last_request,
         task,
     }
 }
@@ -89,9 +101,17 @@ pub async fn refused_addr() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
+/// What the server keeps about the requests it read.
+struct Seen {
+    requests: Arc<AtomicU64>,
+    last: Arc<Mutex<String>>,
+    sessions: Arc<AtomicU64>,
+}
+
 struct RequestHead {
     close: bool,
     cookie_sid: Option<String>,
+    raw: String,
 }
 
 /// Reads one request (head and Content-Length body); `None` when the peer closed.
@@ -140,19 +160,20 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
         }
         buffer.extend_from_slice(&chunk[..read]);
     }
+    let raw = String::from_utf8_lossy(&buffer[..head_end + content_length]).into_owned();
     buffer.drain(..head_end + content_length);
-    Some(RequestHead { close, cookie_sid })
+    Some(RequestHead {
+        close,
+        cookie_sid,
+        raw,
+    })
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    behavior: Behavior,
-    counter: Arc<AtomicU64>,
-    sessions: Arc<AtomicU64>,
-) -> std::io::Result<()> {
+async fn serve(mut stream: TcpStream, behavior: Behavior, seen: Seen) -> std::io::Result<()> {
     let mut buffer = Vec::new();
     while let Some(request) = read_request(&mut stream, &mut buffer).await {
-        counter.fetch_add(1, Ordering::SeqCst);
+        *seen.last.lock().expect("not poisoned") = request.raw.clone();
+        seen.requests.fetch_add(1, Ordering::SeqCst);
         let mut extra = String::new();
         match &behavior {
             Behavior::Respond { headers, delay } => {
@@ -165,7 +186,7 @@ async fn serve(
                 let sid = match request.cookie_sid {
                     Some(sid) => sid,
                     None => {
-                        let sid = format!("s{}", sessions.fetch_add(1, Ordering::SeqCst));
+                        let sid = format!("s{}", seen.sessions.fetch_add(1, Ordering::SeqCst));
                         extra.push_str(&format!("Set-Cookie: sid={sid}; Path=/\r\n"));
                         sid
                     }
