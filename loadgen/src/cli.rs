@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
 
-/// Options of `loadgen [OPTIONS] <URL>...`.
+/// Options of `loadgen [OPTIONS] <URL>...`. Switches also read `LOADGEN_*` variables, where
+/// 1/0, true/false, yes/no and on/off are accepted.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "loadgen",
@@ -56,7 +58,7 @@ pub struct Opts {
     pub group_by: String,
 
     /// Print one JSON report on stdout instead of the text report.
-    #[arg(long, env = "LOADGEN_JSON")]
+    #[arg(long, env = "LOADGEN_JSON", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub json: bool,
 
     /// Per-request timeout, connecting included.
@@ -76,11 +78,11 @@ pub struct Opts {
     pub body: Option<String>,
 
     /// Open a new connection for every request.
-    #[arg(long, env = "LOADGEN_NO_KEEPALIVE")]
+    #[arg(long, env = "LOADGEN_NO_KEEPALIVE", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub no_keepalive: bool,
 
     /// Speak HTTP/2 (prior knowledge on http://) instead of HTTP/1.1.
-    #[arg(long, env = "LOADGEN_HTTP2")]
+    #[arg(long, env = "LOADGEN_HTTP2", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub http2: bool,
 
     /// Tokio worker threads (default: all cores).
@@ -92,7 +94,7 @@ pub struct Opts {
     pub max_duration: Duration,
 
     /// No live view on stderr.
-    #[arg(short = 'q', long, env = "LOADGEN_QUIET")]
+    #[arg(short = 'q', long, env = "LOADGEN_QUIET", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub quiet: bool,
 }
 
