@@ -14,18 +14,5 @@ pub async fn current(State(state): State<AppState>) -> Result<Json<Stats>, AppEr
 }
 
 pub async fn record(State(state): State<AppState>) -> Result<Json<Stats>, AppError> {
-    state
-        .work
-        .perform()
-        .await
-        .map_err(|e| AppError::unavailable(e.to_string(), Format::Json))?;
-    let counts = state
-        .recorder
-        .record()
-        .await
-        .map_err(|e| AppError::from_record(e, Format::Json))?;
-    let stats = Stats::with_counts(&state.instance_id, &counts, &state.store, &state.cache)
-        .await
-        .map_err(|e| AppError::from_store(e, Format::Json))?;
-    Ok(Json(stats))
+    super::record_hit(&state, Format::Json).await.map(Json)
 }

@@ -5,9 +5,11 @@ pub mod health;
 pub mod page;
 
 use crate::cache::WindowCache;
+use crate::error::{AppError, Format};
 use crate::metrics::Metrics;
 use crate::middleware;
 use crate::recorder::Recorder;
+use crate::stats::Stats;
 use crate::store::Store;
 use crate::work::SimulatedWork;
 use axum::Router;
@@ -41,4 +43,21 @@ pub fn router(state: AppState) -> Router {
             middleware::observe,
         ))
         .with_state(state)
+}
+
+/// One hit: the simulated work (if any), the commit, then the figures including the hit.
+async fn record_hit(state: &AppState, format: Format) -> Result<Stats, AppError> {
+    state
+        .work
+        .perform()
+        .await
+        .map_err(|e| AppError::unavailable(e.to_string(), format))?;
+    let counts = state
+        .recorder
+        .record()
+        .await
+        .map_err(|e| AppError::from_record(e, format))?;
+    Stats::with_counts(&state.instance_id, &counts, &state.store, &state.cache)
+        .await
+        .map_err(|e| AppError::from_store(e, format))
 }

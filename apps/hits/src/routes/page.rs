@@ -12,19 +12,7 @@ use std::fmt::Write;
 const MAX_ROWS: usize = 50;
 
 pub async fn hit_page(State(state): State<AppState>) -> Result<Html<String>, AppError> {
-    state
-        .work
-        .perform()
-        .await
-        .map_err(|e| AppError::unavailable(e.to_string(), Format::Html))?;
-    let counts = state
-        .recorder
-        .record()
-        .await
-        .map_err(|e| AppError::from_record(e, Format::Html))?;
-    let stats = Stats::with_counts(&state.instance_id, &counts, &state.store, &state.cache)
-        .await
-        .map_err(|e| AppError::from_store(e, Format::Html))?;
+    let stats = super::record_hit(&state, Format::Html).await?;
     Ok(Html(render(&stats)))
 }
 
