@@ -10,6 +10,7 @@
 BENCH_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BENCH_PIDS=()
 BENCH_DIR=""
+# shellcheck disable=SC2034 # used by the scripts that source this file
 CLK_TCK="$(getconf CLK_TCK)"
 
 bench_log() { printf '%s\n' "$*" >&2; }
@@ -76,18 +77,6 @@ bench_spawn() {
   BENCH_PIDS+=("$BENCH_LAST_PID")
 }
 
-# bench_stop PID: stops one process we started, bounded.
-bench_stop() {
-  local pid="$1" i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
 # Installs the Debian packages named (by package) when the command (before the colon) is
 # missing, e.g. `bench_require_packages nginx:nginx wrk:wrk`. Runs apt-get update first,
 # since a fresh machine has empty package lists, and waits for another apt to finish.
@@ -117,8 +106,8 @@ bench_require_packages() {
 # handed out earlier in this run are skipped too.
 BENCH_PORTS_GIVEN=" "
 bench_free_port() {
-  local port i
-  for i in $(seq 200); do
+  local port _
+  for _ in $(seq 200); do
     port=$((20000 + RANDOM % 12000))
     case "$BENCH_PORTS_GIVEN" in *" $port "*) continue ;; esac
     if [ -z "$(ss -Htln "sport = :$port" 2>/dev/null)" ]; then
