@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod collector;
 pub mod config;
+pub mod http1;
 pub mod live;
 pub mod outcome;
 pub mod recorder;

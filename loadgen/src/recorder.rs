@@ -56,7 +56,7 @@ pub struct Recorder {
     worker: u32,
     run_start: Instant,
     group_by: HeaderName,
-    groups: Vec<HeaderValue>,
+    groups: Vec<Box<[u8]>>,
     samples: Vec<Sample>,
     new_groups: Vec<String>,
     /// The second of the run the current batch started in; a batch never spans two, so
@@ -91,18 +91,23 @@ impl Recorder {
 
     /// This worker's index for the group named in `headers`.
     pub fn group_of(&mut self, headers: &HeaderMap) -> u16 {
-        let Some(value) = headers.get(&self.group_by) else {
+        self.group_of_value(headers.get(&self.group_by).map(HeaderValue::as_bytes))
+    }
+
+    /// This worker's index for a `--group-by` value (`None`: the header was missing).
+    pub fn group_of_value(&mut self, value: Option<&[u8]>) -> u16 {
+        let Some(value) = value else {
             return MISSING_GROUP;
         };
-        if let Some(index) = self.groups.iter().position(|known| known == value) {
+        if let Some(index) = self.groups.iter().position(|known| **known == *value) {
             return index as u16;
         }
         if self.groups.len() >= MAX_GROUPS_PER_WORKER {
             return OTHER_GROUP;
         }
-        self.groups.push(value.clone());
+        self.groups.push(value.into());
         self.new_groups
-            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+            .push(String::from_utf8_lossy(value).into_owned());
         (self.groups.len() - 1) as u16
     }
 

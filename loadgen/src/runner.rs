@@ -73,9 +73,11 @@ pub async fn run_config(
     } else {
         for slot in &mut clients {
             let transport = match &lean_targets {
-                Some(targets) => {
-                    Transport::Http1(Http1Connections::new(Arc::clone(targets), config.keepalive))
-                }
+                Some(targets) => Transport::Http1(Http1Connections::new(
+                    Arc::clone(targets),
+                    config.keepalive,
+                    config.group_by.clone(),
+                )),
                 None => Transport::Reqwest(client::build(&config, false)?),
             };
             slot.push((transport, NO_USER));

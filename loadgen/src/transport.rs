@@ -2,20 +2,16 @@
 //!
 //! Two mechanisms behind one call: reqwest where its features are needed (cookie jars for
 //! `--sessions`, HTTP/2, TLS), and otherwise a lean HTTP/1.1 connection per worker and URL
-//! on hyper's connection API: no pool, no URL re-parsing, no boxed futures per request,
-//! which roughly halves the CPU spent per request on the common plain-HTTP path.
+//! (`http1`): the request serialized once, the response parsed in place, no pool, no
+//! connection task, no allocation per request.
 
-use std::error::Error as StdError;
+use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use reqwest::header::{HOST, HeaderMap, HeaderValue};
-use reqwest::{Client, Url};
-use tokio::net::TcpStream;
+use reqwest::header::HeaderName;
+use reqwest::{Client, Method, Url};
 
 use crate::config::{RequestTemplate, RunConfig};
+use crate::http1::{self, Connection, Failure};
 use crate::outcome::{ErrorKind, Outcome};
 use crate::recorder::{NO_RESPONSE, Recorder};
 
@@ -46,10 +42,10 @@ impl std::fmt::Debug for Transport {
 pub struct Http1Target {
     /// `host:port` to connect to.
     authority: String,
-    /// Origin-form request target (`/path?query`).
-    path: hyper::Uri,
-    /// Host plus the user's headers, cloned into every request.
-    headers: HeaderMap,
+    /// The whole request: head, the user's headers and body.
+    request: Box<[u8]>,
+    /// A response to HEAD has no body whatever its headers say.
+    head_request: bool,
 }
 
 impl Http1Target {
@@ -70,18 +66,24 @@ impl Http1Target {
                     Some(query) => format!("{}?{query}", url.path()),
                     None => url.path().to_owned(),
                 };
-                let mut headers = HeaderMap::new();
-                headers.insert(
-                    HOST,
-                    HeaderValue::from_str(&host_header).map_err(|e| format!("`{url}`: {e}"))?,
-                );
-                for (name, value) in &template.headers {
-                    headers.append(name.clone(), value.clone());
+                // `Url` has already percent-encoded anything that may not go on the wire.
+                if path
+                    .bytes()
+                    .any(|byte| byte.is_ascii_control() || byte == b' ')
+                {
+                    return Err(format!("`{url}`: the path cannot be sent as is"));
                 }
+                let request = http1::serialize_request(
+                    &template.method,
+                    &path,
+                    &host_header,
+                    &template.headers,
+                    template.body.as_deref(),
+                );
                 Ok(Self {
                     authority: format!("{host}:{port}"),
-                    path: path.parse().map_err(|e| format!("`{url}`: {e}"))?,
-                    headers,
+                    request: request.into_boxed_slice(),
+                    head_request: template.method == Method::HEAD,
                 })
             })
             .collect()
@@ -91,79 +93,70 @@ impl Http1Target {
 /// One HTTP/1.1 connection per URL, opened on first use and again after the peer
 /// closes it.
 pub struct Http1Connections {
-    targets: std::sync::Arc<[Http1Target]>,
-    senders: Vec<Option<SendRequest<Full<Bytes>>>>,
+    targets: Arc<[Http1Target]>,
+    connections: Vec<Option<Connection>>,
     keepalive: bool,
+    group_by: HeaderName,
 }
 
 impl Http1Connections {
-    pub fn new(targets: std::sync::Arc<[Http1Target]>, keepalive: bool) -> Self {
-        let senders = (0..targets.len()).map(|_| None).collect();
+    pub fn new(targets: Arc<[Http1Target]>, keepalive: bool, group_by: HeaderName) -> Self {
+        let connections = (0..targets.len()).map(|_| None).collect();
         Self {
             targets,
-            senders,
+            connections,
             keepalive,
+            group_by,
         }
-    }
-
-    async fn connect(target: &Http1Target) -> Result<SendRequest<Full<Bytes>>, Outcome> {
-        let stream = TcpStream::connect(&target.authority)
-            .await
-            .map_err(|error| {
-                Outcome::Error(ErrorKind::from_chain(&error).unwrap_or(ErrorKind::Connect))
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| failure(&error, ErrorKind::Connect))?;
-        // The connection task ends when the sender is dropped or the peer closes.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
     }
 
     async fn exchange(
         &mut self,
         index: usize,
-        template: &RequestTemplate,
         recorder: &mut Recorder,
     ) -> Result<(Outcome, u16), Outcome> {
         let target = &self.targets[index];
-        let slot = &mut self.senders[index];
-        if let Some(sender) = slot.as_mut()
-            && sender.ready().await.is_err()
-        {
-            // Closed by the peer while idle (keep-alive timeout): not a failed request.
-            *slot = None;
-        }
-        let mut sender = match slot.take() {
-            Some(sender) => sender,
-            None => Self::connect(target).await?,
+        // Taken out: a connection whose exchange fails or is cancelled by the timeout is
+        // in an unknown state and is dropped.
+        let mut reused = self.connections[index].is_some();
+        let mut connection = match self.connections[index].take() {
+            Some(connection) => connection,
+            None => open(target).await?,
         };
-        let mut request = hyper::Request::new(Full::new(template.body.clone().unwrap_or_default()));
-        *request.method_mut() = template.method.clone();
-        *request.uri_mut() = target.path.clone();
-        *request.headers_mut() = target.headers.clone();
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|error| failure(&error, ErrorKind::Other))?;
-        if self.keepalive {
-            *slot = Some(sender);
+        let response = loop {
+            match connection
+                .exchange(
+                    &target.request,
+                    target.head_request,
+                    &self.group_by,
+                    |value| recorder.group_of_value(value),
+                )
+                .await
+            {
+                Ok(response) => break response,
+                // The server closed the idle connection before it saw the request (its
+                // keep-alive timeout): not a failed request; send it on a new connection.
+                Err(Failure {
+                    kind: ErrorKind::Closed | ErrorKind::Reset,
+                    before_response: true,
+                }) if reused => {
+                    reused = false;
+                    connection = open(target).await?;
+                }
+                Err(failure) => return Err(Outcome::Error(failure.kind)),
+            }
+        };
+        if self.keepalive && response.keep_alive {
+            self.connections[index] = Some(connection);
         }
-        let status = response.status().as_u16();
-        let group = recorder.group_of(response.headers());
-        let mut body = response.into_body();
-        while let Some(frame) = body.frame().await {
-            frame.map_err(|error| failure(&error, ErrorKind::Body))?;
-        }
-        Ok((Outcome::Status(status), group))
+        Ok((Outcome::Status(response.status), response.group))
     }
 }
 
-fn failure(error: &(dyn StdError + 'static), fallback: ErrorKind) -> Outcome {
-    Outcome::Error(ErrorKind::from_chain(error).unwrap_or(fallback))
+async fn open(target: &Http1Target) -> Result<Connection, Outcome> {
+    Connection::open(&target.authority)
+        .await
+        .map_err(Outcome::Error)
 }
 
 impl Transport {
@@ -178,7 +171,7 @@ impl Transport {
         match self {
             Transport::Reqwest(client) => reqwest_exchange(client, template, url, recorder).await,
             Transport::Http1(connections) => connections
-                .exchange(url_index, template, recorder)
+                .exchange(url_index, recorder)
                 .await
                 .unwrap_or_else(|outcome| (outcome, NO_RESPONSE)),
         }

@@ -27,6 +27,9 @@ pub enum Behavior {
     Reset,
     /// Reads the request and never answers.
     Silent,
+    /// Answers every request with these exact bytes, then closes the connection when
+    /// `close` is set (whatever the response says).
+    Raw { response: Vec<u8>, close: bool },
 }
 
 pub fn instance(name: &str) -> Behavior {
@@ -200,6 +203,13 @@ async fn serve(mut stream: TcpStream, behavior: Behavior, seen: Seen) -> std::io
             Behavior::Silent => {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 return Ok(());
+            }
+            Behavior::Raw { response, close } => {
+                stream.write_all(response).await?;
+                if *close || request.close {
+                    return Ok(());
+                }
+                continue;
             }
         }
         let response = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{extra}\r\nok");

@@ -5,5 +5,6 @@ mod counts;
 mod errors;
 mod grouping;
 mod helpers;
+mod http1;
 mod rate;
 mod sessions;
