@@ -148,6 +148,10 @@ pub struct Collector {
     pub errors: [u64; ErrorKind::ALL.len()],
     pub groups: Vec<GroupStats>,
     group_ids: HashMap<String, u16>,
+    /// The ids of `(missing)` and `(other)` once they exist: looked up for every such
+    /// response, so kept out of the hash map.
+    missing_id: Option<u16>,
+    other_id: Option<u16>,
     /// Per worker: its local group index to ours.
     worker_groups: Vec<Vec<u16>>,
     pub users: Vec<UserSeen>,
@@ -166,6 +170,8 @@ impl Collector {
             errors: [0; ErrorKind::ALL.len()],
             groups: Vec::new(),
             group_ids: HashMap::new(),
+            missing_id: None,
+            other_id: None,
             worker_groups: vec![Vec::new(); workers as usize],
             users: vec![
                 UserSeen {
@@ -176,6 +182,28 @@ impl Collector {
                 users as usize
             ],
             timeline: Timeline::default(),
+        }
+    }
+
+    fn missing_group(&mut self) -> u16 {
+        match self.missing_id {
+            Some(id) => id,
+            None => {
+                let id = self.group_id(MISSING_NAME);
+                self.missing_id = Some(id);
+                id
+            }
+        }
+    }
+
+    fn other_group(&mut self) -> u16 {
+        match self.other_id {
+            Some(id) => id,
+            None => {
+                let id = self.group_id(OTHER_NAME);
+                self.other_id = Some(id);
+                id
+            }
         }
     }
 
@@ -224,8 +252,8 @@ impl Collector {
                 self.responses += 1;
                 self.status[usize::from(code).min(STATUS_CODES - 1)] += 1;
                 match sample.group {
-                    MISSING_GROUP => self.group_id(MISSING_NAME),
-                    OTHER_GROUP | NO_RESPONSE => self.group_id(OTHER_NAME),
+                    MISSING_GROUP => self.missing_group(),
+                    OTHER_GROUP | NO_RESPONSE => self.other_group(),
                     local => self.worker_groups[worker][usize::from(local)],
                 }
             }
@@ -235,9 +263,9 @@ impl Collector {
         stats.failures += u64::from(failed);
         stats.latency.saturating_record(sample.latency_us.max(1));
         // Only a named instance tells whether a user moved between instances.
-        let named = stats.name != MISSING_NAME && stats.name != OTHER_NAME;
         if sample.user != NO_USER
-            && named
+            && stats.name != MISSING_NAME
+            && stats.name != OTHER_NAME
             && let Some(user) = self.users.get_mut(sample.user as usize)
         {
             user.requests += 1;

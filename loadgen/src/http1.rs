@@ -111,28 +111,38 @@ pub fn parse_head(
     let mut content_length: Option<u64> = None;
     let mut chunked = None;
     let mut group = None;
+    let group_name = group_by.as_str();
     for header in response.headers.iter() {
         let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            let value = parse_content_length(header.value).ok_or(ErrorKind::Protocol)?;
-            if content_length.is_some_and(|known| known != value) {
-                return Err(ErrorKind::Protocol);
+        // Lengths first: most headers are none of these, and that settles it cheaply.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case("content-length") => {
+                let value = parse_content_length(header.value).ok_or(ErrorKind::Protocol)?;
+                if content_length.is_some_and(|known| known != value) {
+                    return Err(ErrorKind::Protocol);
+                }
+                content_length = Some(value);
             }
-            content_length = Some(value);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only the last coding says how the message ends.
-            let last = tokens(header.value).last();
-            chunked = Some(last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")));
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in tokens(header.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                    keep_alive = true;
+            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                // Only the last coding says how the message ends.
+                let last = tokens(header.value).last();
+                chunked = Some(last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")));
+            }
+            10 if name.eq_ignore_ascii_case("connection") => {
+                for token in tokens(header.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
+                        keep_alive = true;
+                    }
                 }
             }
+            _ => {}
         }
-        if group.is_none() && name.eq_ignore_ascii_case(group_by.as_str()) {
+        if group.is_none()
+            && name.len() == group_name.len()
+            && name.eq_ignore_ascii_case(group_name)
+        {
             let start = header.value.as_ptr() as usize - bytes.as_ptr() as usize;
             group = Some(start..start + header.value.len());
         }
