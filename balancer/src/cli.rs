@@ -2,7 +2,7 @@
 //! config file. Flags beat environment, which beats the file, which beats defaults.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,6 +50,10 @@ pub struct Cli {
     /// How often DNS names are re-resolved, e.g. 5s [default: 5s].
     #[arg(long, env = "BALANCER_RESOLVE_INTERVAL", value_parser = parse_duration)]
     pub resolve_interval: Option<Duration>,
+    /// Worker threads [default: one per CPU core]. With 1, a single-threaded runtime runs
+    /// everything on the main thread: no work stealing, no cross-thread wake-ups.
+    #[arg(long, env = "BALANCER_THREADS", global = true)]
+    pub threads: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Subcommand)]

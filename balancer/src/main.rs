@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     balancer::telemetry::init(
         std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")),
     );
+    let threads = cli.threads;
     let config = match cli.into_config(std::env::var("BALANCER_BACKENDS").ok()) {
         Ok(config) => config,
         Err(error) => {
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(config) {
+    match run(config, threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -38,8 +39,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: balancer::config::Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn run(
+    config: balancer::config::Config,
+    threads: Option<std::num::NonZeroUsize>,
+) -> anyhow::Result<()> {
+    let mut builder = match threads.map(std::num::NonZeroUsize::get) {
+        // One core's worth of work needs no scheduler shared between threads.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;
