@@ -48,3 +48,18 @@ async fn errors_are_classified_on_the_reqwest_path_too() {
     let report = run_loadgen(&["--sessions", "2", "-n", "2", "--timeout", "300ms", &url]).await;
     assert_eq!(report.errors["timeout"], 2, "{:?}", report.errors);
 }
+
+#[tokio::test]
+async fn the_timeout_counts_per_request_not_per_worker() {
+    // Each answer takes 150 ms, well within 400 ms, but six in a row on one connection take
+    // longer than that: none may be cut short by a deadline meant for an earlier request.
+    let server = spawn_server(Behavior::Respond {
+        headers: Vec::new(),
+        delay: std::time::Duration::from_millis(150),
+    })
+    .await;
+    let url = server.url();
+    let report = run_loadgen(&["-c", "1", "-n", "6", "--timeout", "400ms", &url]).await;
+    assert_eq!(report.errors["timeout"], 0, "{:?}", report.errors);
+    assert_eq!(report.status.get("200"), Some(&6));
+}
