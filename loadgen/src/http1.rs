@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use reqwest::Method;
-use reqwest::header::{CONTENT_LENGTH, HeaderMap, HeaderName};
+use reqwest::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -45,10 +45,14 @@ pub fn serialize_request(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host.as_bytes());
+    // A Host the user gave (to reach a virtual host by address) wins over the URL's.
+    let host = headers
+        .get(HOST)
+        .map_or(host.as_bytes(), |value| value.as_bytes());
+    out.extend_from_slice(host);
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
-        if name == reqwest::header::HOST {
+        if name == HOST {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -581,5 +585,9 @@ mod tests {
         );
         let empty_post = serialize_request(&Method::POST, "/", "h", &HeaderMap::new(), None);
         assert!(empty_post.ends_with(b"content-length: 0\r\n\r\n"));
+        let mut virtual_host = HeaderMap::new();
+        virtual_host.insert(HOST, "example.test".parse().unwrap());
+        let get = serialize_request(&Method::GET, "/", "127.0.0.1:8", &virtual_host, None);
+        assert_eq!(get, b"GET / HTTP/1.1\r\nhost: example.test\r\n\r\n");
     }
 }
