@@ -47,19 +47,29 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// `keep_upgrade` is set (an upgrade handshake), `Upgrade` and `Connection: upgrade` are
 /// kept so the next hop can accept it.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them: one pass over the few names present is far cheaper
-    // than a hashed removal per listed name. `Connection` is in the list, so headers it
-    // names are only looked for when it is there.
+    // Most messages carry few of them (a backend's answer typically `Connection:
+    // keep-alive` alone): one pass over the few names present finds which are there, so
+    // only those pay for a hashed removal. `Connection` is in the list, so headers it names
+    // are only looked for when it is there.
     let hop_by_hop = fixed_hop_by_hop();
-    if !headers.keys().any(|name| hop_by_hop.contains(&name)) {
+    let mut present = [false; 8];
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop.iter().position(|h| *h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
+    // Names that are removed below anyway (`keep-alive`, `upgrade`) need no lookup of
+    // their own.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !hop_by_hop.contains(&name))
         .collect();
     let upgrade = if keep_upgrade {
         headers.get(header::UPGRADE).cloned()
@@ -72,8 +82,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(&name);
         }
     }
-    for name in hop_by_hop {
-        headers.remove(name);
+    for (name, present) in hop_by_hop.into_iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
     if let Some(upgrade) = upgrade {
         headers.insert(header::UPGRADE, upgrade);
