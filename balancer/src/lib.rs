@@ -2,7 +2,7 @@
 //! active and passive health checks, cookie sticky sessions and DNS discovery.
 //!
 //! Policy (which backend: [`selection`], [`sticky`], [`health`], [`discovery`]) is kept
-//! apart from mechanism (moving bytes: [`proxy`], [`pool`], [`server`]). They meet in the
+//! apart from mechanism (moving bytes: [`proxy`], [`upstream`], [`pool`], [`server`]). They meet in the
 //! [`backend::Registry`], an atomically swapped snapshot of the backend set.
 
 pub mod backend;
@@ -17,6 +17,7 @@ pub mod selection;
 pub mod server;
 pub mod sticky;
 pub mod telemetry;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;

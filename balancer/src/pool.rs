@@ -1,37 +1,20 @@
-//! Pooled keep-alive HTTP/1.1 connections to one backend.
+//! Idle keep-alive connections to one backend.
 //!
-//! The pool is ours rather than a generic client's so the proxy knows whether a request
-//! reached a backend: a connect failure hands the request back untouched, which is what
-//! makes retrying it on the next candidate safe.
+//! A connection comes back here only after its exchange is complete (the response body was
+//! read to its end), so whatever is taken out is ready for a request. One that the backend
+//! closed while it sat idle is noticed on the way out and dropped.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-
-use crate::proxy::body::UpstreamBody;
-
-pub type UpstreamSender = SendRequest<UpstreamBody>;
-
-/// Why no connection could be had; in every case nothing was sent.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("connect failed: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("connect timed out")]
-    TimedOut,
-    #[error("handshake failed: {0}")]
-    Handshake(#[from] hyper::Error),
-}
+use crate::upstream::{ConnectError, Connection};
 
 /// Idle connections, most recently used last (reusing warm connections first lets the
 /// backend close the cold ones).
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<Vec<(UpstreamSender, Instant)>>,
+    idle: Mutex<Vec<(Box<Connection>, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -45,20 +28,19 @@ impl Pool {
         }
     }
 
-    /// An idle connection whose previous exchange is complete, if one is left open.
-    pub fn take(&self) -> Option<UpstreamSender> {
+    /// An idle connection that is still open, if there is one.
+    pub fn take(&self) -> Option<Box<Connection>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, since)) = idle.pop() {
-            if sender.is_closed() || since.elapsed() > self.idle_timeout {
-                continue;
+        while let Some((connection, since)) = idle.pop() {
+            if since.elapsed() <= self.idle_timeout && connection.is_reusable() {
+                return Some(connection);
             }
-            return Some(sender);
         }
         None
     }
 
-    pub fn put(&self, sender: UpstreamSender) {
-        if sender.is_closed() {
+    pub fn put(&self, connection: Box<Connection>) {
+        if self.max_idle == 0 {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,7 +48,7 @@ impl Pool {
             // Drop the oldest: it is the likeliest to be closed by the backend soon.
             idle.remove(0);
         }
-        idle.push((sender, Instant::now()));
+        idle.push((connection, Instant::now()));
     }
 
     pub fn idle_count(&self) -> usize {
@@ -74,42 +56,14 @@ impl Pool {
     }
 }
 
-/// Opens a new connection to `addr` within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamSender, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| ConnectError::TimedOut)??;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = Builder::new().handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(backend = %addr, %error, "backend connection ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
 /// A pooled connection that is ready for a request, or a new one.
 pub async fn checkout(
     pool: &Pool,
     addr: SocketAddr,
     connect_timeout: Duration,
-) -> Result<UpstreamSender, ConnectError> {
-    let mut may_wait = true;
-    while let Some(mut sender) = pool.take() {
-        if sender.is_ready() {
-            return Ok(sender);
-        }
-        // The connection task may still be finishing the previous exchange; that takes
-        // microseconds. Wait briefly, once per checkout, and drop connections that need longer.
-        if may_wait {
-            may_wait = false;
-            if let Ok(Ok(())) =
-                tokio::time::timeout(Duration::from_millis(20), sender.ready()).await
-            {
-                return Ok(sender);
-            }
-        }
+) -> Result<Box<Connection>, ConnectError> {
+    match pool.take() {
+        Some(connection) => Ok(connection),
+        None => Connection::connect(addr, connect_timeout).await,
     }
-    connect(addr, connect_timeout).await
 }

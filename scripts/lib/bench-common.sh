@@ -149,6 +149,21 @@ bench_cpu_ticks() {
   echo "$total"
 }
 
+# Prints "UTIME STIME": the user and system clock ticks of the given processes, summed.
+bench_cpu_ticks_split() {
+  local pid user=0 sys=0 rest
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || bench_die "process $pid has gone (it crashed?)"
+    rest="$(cat "/proc/$pid/stat")"
+    rest="${rest##*) }"
+    # shellcheck disable=SC2086
+    set -- $rest
+    user=$((user + ${12}))
+    sys=$((sys + ${13}))
+  done
+  echo "$user $sys"
+}
+
 # Prints the pid and the pids of the direct children (nginx: master + workers).
 bench_pid_tree() {
   local pid="$1"

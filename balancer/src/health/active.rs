@@ -5,15 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::backend::{Backend, Health, Registry};
 use crate::config::HealthConfig;
+use crate::upstream::{self, Connection, Outcome, RequestBody};
 
 pub fn spawn(registry: Arc<Registry>, config: HealthConfig) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -45,26 +42,29 @@ pub async fn check_all(registry: &Registry, config: &HealthConfig) {
 
 async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
     let path = config.path.as_deref().unwrap_or("/");
+    let uri: Uri = path.parse().map_err(|e| format!("path {path:?}: {e}"))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static("hitscale-balancer-healthcheck"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let request = upstream::RequestHead {
+        method: &Method::GET,
+        uri: &uri,
+        headers: &headers,
+        host_fallback: Some(&backend.origin),
+    };
     let exchange = async {
-        let stream = TcpStream::connect(backend.addr)
+        let connection = Connection::connect(backend.addr, config.timeout)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .map_err(|e| e.to_string())?;
+        let status = match upstream::send(connection, &request, &mut RequestBody::Empty, false)
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let connection = tokio::spawn(connection);
-        let request = Request::get(path)
-            .header(header::HOST, &*backend.origin)
-            .header(header::USER_AGENT, "hitscale-balancer-healthcheck")
-            .header(header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request failed: {e}"));
-        connection.abort();
-        let status = response?.status().as_u16();
+            .map_err(|e| format!("request failed: {e}"))?
+        {
+            Outcome::Response(parts, _) | Outcome::Switched(parts, ..) => parts.status.as_u16(),
+        };
         if config.expected_status.contains(status) {
             Ok(())
         } else {

@@ -2,7 +2,7 @@
 //! selector for candidates and walks them; it knows nothing about how they were ordered.
 //!
 //! A request is sent at most once unless it provably never reached a backend (connect
-//! failed, or hyper handed the request back unsent), or retries of idempotent bodiless
+//! failed, or the first write on a pooled connection was refused), or retries of idempotent bodiless
 //! requests are enabled and the retry budget allows one.
 
 pub mod body;
@@ -14,10 +14,9 @@ pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -25,10 +24,11 @@ use hyper::upgrade::OnUpgrade;
 
 use crate::backend::{Backend, Registry, now_millis};
 use crate::config::Config;
-use crate::pool::{self, ConnectError};
+use crate::pool;
 use crate::selection::{SelectContext, Selector};
 use crate::sticky::Sticky;
-use body::{ClientBody, ProxiedBody, UpstreamBody};
+use crate::upstream::{self, ConnectError, Connection, ExchangeError, Outcome, RequestBody};
+use body::{ClientBody, ProxiedBody};
 use error::ProxyError;
 use retry::RetryBudget;
 
@@ -47,29 +47,6 @@ struct Head {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-}
-
-impl Head {
-    /// The request for one attempt. The headers are moved out unless a later attempt may
-    /// need them after this one was sent (`keep_copy`); an unsent request gives them back
-    /// through [`Head::restore`].
-    fn request(&mut self, body: UpstreamBody, keep_copy: bool) -> Request<UpstreamBody> {
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = if keep_copy {
-            self.headers.clone()
-        } else {
-            std::mem::take(&mut self.headers)
-        };
-        request
-    }
-
-    fn restore(&mut self, unsent: Request<UpstreamBody>) -> UpstreamBody {
-        let (parts, body) = unsent.into_parts();
-        self.headers = parts.headers;
-        body
-    }
 }
 
 /// How one attempt on one backend ended.
@@ -146,10 +123,9 @@ impl Proxy {
         if let Some(sticky) = &self.sticky {
             sticky.strip(&mut head.headers);
         }
-        let client_failed = Arc::new(AtomicBool::new(false));
         let bodiless = incoming.is_end_stream();
-        let mut body = Some(if bodiless {
-            UpstreamBody::Empty
+        let mut body = if bodiless {
+            RequestBody::Empty
         } else {
             // Read the first frame before choosing a backend: a body whose framing is broken
             // from the start (bad chunk size) is refused without reaching anyone.
@@ -162,12 +138,11 @@ impl Proxy {
                 Some(Err(_)) => return Err(ProxyError::BadRequest("malformed request body")),
                 None => None,
             };
-            UpstreamBody::Streaming {
+            RequestBody::Streaming {
                 first,
-                inner: incoming,
-                client_failed: client_failed.clone(),
+                rest: incoming,
             }
-        });
+        };
 
         let set = self.registry.load_full();
         let now = now_millis();
@@ -217,14 +192,7 @@ impl Proxy {
                 tracing::debug!(backend = %backend.addr, attempt, "retrying on next candidate");
             }
             match self
-                .attempt(
-                    backend,
-                    &mut head,
-                    idempotent_retry,
-                    &mut body,
-                    &mut client_upgrade,
-                    &client_failed,
-                )
+                .attempt(backend, &head, &mut body, &mut client_upgrade)
                 .await
             {
                 Attempt::Answered(mut response) => {
@@ -245,7 +213,7 @@ impl Proxy {
                     if !retry {
                         return Err(error);
                     }
-                    body = Some(UpstreamBody::Empty);
+                    body = RequestBody::Empty;
                     last_error = error;
                 }
             }
@@ -258,94 +226,97 @@ impl Proxy {
     async fn attempt(
         &self,
         backend: &Arc<Backend>,
-        head: &mut Head,
-        keep_copy: bool,
-        body: &mut Option<UpstreamBody>,
+        head: &Head,
+        body: &mut RequestBody,
         client_upgrade: &mut Option<OnUpgrade>,
-        client_failed: &AtomicBool,
     ) -> Attempt {
         let passive = &self.config.passive;
         let timeouts = &self.config.timeouts;
         let in_flight = backend.track();
+        let request = upstream::RequestHead {
+            method: &head.method,
+            uri: &head.uri,
+            headers: &head.headers,
+            host_fallback: Some(&backend.origin),
+        };
         let mut fresh = false;
         loop {
             let connected = if fresh {
-                pool::connect(backend.addr, timeouts.connect).await
+                Connection::connect(backend.addr, timeouts.connect).await
             } else {
                 pool::checkout(&backend.pool, backend.addr, timeouts.connect).await
             };
-            let mut sender = match connected {
-                Ok(sender) => sender,
+            let connection = match connected {
+                Ok(connection) => connection,
                 Err(error) => {
                     tracing::debug!(backend = %backend.addr, %error, "connect failed");
                     backend.record_failure(passive, "connect failed");
                     return Attempt::NotSent(match error {
                         ConnectError::TimedOut => ProxyError::ConnectTimeout,
-                        _ => ProxyError::ConnectFailed,
+                        ConnectError::Io(_) => ProxyError::ConnectFailed,
                     });
                 }
             };
-            let mut request = head.request(body.take().unwrap_or(UpstreamBody::Empty), keep_copy);
-            if !request.headers().contains_key(header::HOST) {
-                // HTTP/1.0 clients may omit Host; HTTP/1.1 backends require one.
-                if let Ok(host) = HeaderValue::from_str(&backend.origin) {
-                    request.headers_mut().insert(header::HOST, host);
-                }
-            }
-            *request.version_mut() = Version::HTTP_11;
             let started = Instant::now();
-            let sent =
-                tokio::time::timeout(timeouts.response_header, sender.try_send_request(request))
-                    .await;
-            let mut response = match sent {
+            let sent = tokio::time::timeout(
+                timeouts.response_header,
+                upstream::send(connection, &request, body, client_upgrade.is_some()),
+            )
+            .await;
+            let outcome = match sent {
                 Err(_) => {
                     backend.record_failure(passive, "response timeout");
                     return Attempt::Failed(ProxyError::ResponseTimeout);
                 }
-                Ok(Err(mut error)) => {
-                    if let Some(unsent) = error.take_message() {
-                        *body = Some(head.restore(unsent));
-                        if !fresh {
-                            fresh = true;
-                            continue;
-                        }
-                        backend.record_failure(passive, "connection closed before sending");
-                        return Attempt::NotSent(ProxyError::ConnectFailed);
+                Ok(Err(ExchangeError::NotSent(error))) => {
+                    tracing::debug!(backend = %backend.addr, %error, "connection closed before sending");
+                    if !fresh {
+                        fresh = true;
+                        continue;
                     }
-                    if client_failed.load(Ordering::Relaxed) {
-                        return Attempt::Failed(ProxyError::BadRequest(
-                            "malformed or incomplete request body",
-                        ));
-                    }
-                    let error = error.into_error();
+                    backend.record_failure(passive, "connection closed before sending");
+                    return Attempt::NotSent(ProxyError::ConnectFailed);
+                }
+                Ok(Err(ExchangeError::ClientBody)) => {
+                    return Attempt::Failed(ProxyError::BadRequest(
+                        "malformed or incomplete request body",
+                    ));
+                }
+                Ok(Err(error)) => {
                     tracing::debug!(backend = %backend.addr, %error, "backend exchange failed");
                     backend.record_failure(passive, "backend connection error");
                     return Attempt::Failed(ProxyError::BackendFailed);
                 }
-                Ok(Ok(response)) => response,
+                Ok(Ok(outcome)) => outcome,
             };
             backend.record_latency(started.elapsed());
-            if response.status().is_server_error() && passive.count_5xx {
+            let (mut parts, body) = match outcome {
+                Outcome::Response(parts, body) => (parts, Some(body)),
+                Outcome::Switched(parts, stream, early) => {
+                    if let Some(client) = client_upgrade.take() {
+                        upgrade::spawn_tunnel(
+                            client,
+                            stream,
+                            early,
+                            timeouts.tunnel_idle,
+                            backend.addr,
+                        );
+                    }
+                    (parts, None)
+                }
+            };
+            if parts.status.is_server_error() && passive.count_5xx {
                 backend.record_failure(passive, "5xx response");
             } else {
                 backend.record_success();
             }
-            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-            if switching && let Some(client) = client_upgrade.take() {
-                let upstream = hyper::upgrade::on(&mut response);
-                upgrade::spawn_tunnel(client, upstream, timeouts.tunnel_idle, backend.addr);
-            }
-            let (mut parts, incoming) = response.into_parts();
+            let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(&mut parts.headers, switching);
-            let body = if switching {
-                ClientBody::empty()
-            } else {
-                ClientBody::Proxied(ProxiedBody::new(
-                    incoming,
-                    sender,
-                    backend.clone(),
-                    in_flight,
-                ))
+            let body = match body {
+                Some(body) => {
+                    ClientBody::Proxied(ProxiedBody::new(body, backend.clone(), in_flight))
+                }
+                None => ClientBody::empty(),
             };
             return Attempt::Answered(Response::from_parts(parts, body));
         }

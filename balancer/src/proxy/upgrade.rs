@@ -4,24 +4,36 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-/// How long both sides get to complete the switch after the 101.
+/// How long the client's side gets to complete the switch after the 101.
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Joins the two upgraded connections in a task of its own. The tunnel ends when both
-/// sides have closed, or when neither sent anything for `idle`.
-pub fn spawn_tunnel(client: OnUpgrade, backend: OnUpgrade, idle: Duration, addr: SocketAddr) {
+/// Joins the client's upgraded connection and the backend's in a task of its own, after
+/// passing on what the backend sent right behind its 101 (`early`). The tunnel ends when
+/// both sides have closed, or when neither sent anything for `idle`.
+pub fn spawn_tunnel(
+    client: OnUpgrade,
+    backend: TcpStream,
+    early: Bytes,
+    idle: Duration,
+    addr: SocketAddr,
+) {
     tokio::spawn(async move {
         let upgraded = tokio::time::timeout(SWITCH_TIMEOUT, async {
-            let (client, backend) = tokio::join!(client, backend);
-            Ok::<_, hyper::Error>((client?, backend?))
+            let mut client = TokioIo::new(client.await?);
+            if !early.is_empty() {
+                client.write_all(&early).await?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client)
         })
         .await;
-        let (client, backend) = match upgraded {
-            Ok(Ok(pair)) => pair,
+        let client = match upgraded {
+            Ok(Ok(client)) => client,
             Ok(Err(error)) => {
                 tracing::debug!(backend = %addr, %error, "upgrade failed");
                 return;
@@ -31,7 +43,7 @@ pub fn spawn_tunnel(client: OnUpgrade, backend: OnUpgrade, idle: Duration, addr:
                 return;
             }
         };
-        let (sent, received) = tunnel(TokioIo::new(client), TokioIo::new(backend), idle).await;
+        let (sent, received) = tunnel(client, backend, idle).await;
         tracing::debug!(backend = %addr, sent, received, "tunnel closed");
     });
 }

@@ -1,6 +1,7 @@
 //! Integration tests for the balancer: real sockets on loopback, backends on port 0.
 
 mod algorithms;
+mod backend_wire;
 mod framing;
 mod health;
 mod helpers;

@@ -1,0 +1,161 @@
+//! One request/response exchange on a connection.
+
+use bytes::Bytes;
+use http::response::Parts;
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::net::TcpStream;
+
+use super::body::ResponseBody;
+use super::connection::Connection;
+use super::request::{self, Framing, RequestBody, WriteError};
+use super::response::{self, BodyLength, Invalid};
+
+/// The request as the proxy rewrote it.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// Only the path and query are sent (origin form).
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    /// Sent as `Host` when `headers` has none.
+    pub host_fallback: Option<&'a str>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// A final answer with its body still to read.
+    Response(Parts, ResponseBody),
+    /// `101 Switching Protocols`: the connection is now the new protocol's, with the bytes
+    /// the backend already sent after the 101.
+    Switched(Parts, TcpStream, Bytes),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Not one byte of the request reached the backend.
+    #[error("request not sent: {0}")]
+    NotSent(std::io::Error),
+    /// The client's body was malformed or ended early.
+    #[error("the client's request body failed")]
+    ClientBody,
+    #[error("backend I/O failed: {0}")]
+    Io(std::io::Error),
+    #[error("backend closed the connection without answering")]
+    Closed,
+    #[error("invalid response from backend: {0}")]
+    Invalid(#[from] Invalid),
+}
+
+impl From<WriteError> for ExchangeError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::NotSent(e) => Self::NotSent(e),
+            WriteError::Client => Self::ClientBody,
+            WriteError::Io(e) => Self::Io(e),
+        }
+    }
+}
+
+/// Sends the request on `connection` and reads the answer's head. A body is written while
+/// the head is awaited, so a backend that answers early (say 413) is heard; the body then
+/// stops and the connection is not reused. `upgrade` says the client asked for a protocol
+/// switch: only then is a 101 accepted.
+pub async fn send(
+    mut connection: Box<Connection>,
+    head: &RequestHead<'_>,
+    body: &mut RequestBody,
+    upgrade: bool,
+) -> Result<Outcome, ExchangeError> {
+    let framing = Framing::of(body, head.headers);
+    request::encode_head(
+        &mut connection.write,
+        head.method,
+        head.uri,
+        head.headers,
+        head.host_fallback,
+        framing,
+    );
+    let Connection {
+        stream,
+        read,
+        write,
+        ..
+    } = &mut *connection;
+    let mut body_sent = true;
+    let answer = if framing == Framing::None {
+        request::write_request(stream, write, body, framing).await?;
+        read_head(stream, read, upgrade).await?
+    } else {
+        let (mut reader, mut writer) = stream.split();
+        let writing = request::write_request(&mut writer, write, body, framing);
+        let reading = read_head(&mut reader, read, upgrade);
+        tokio::pin!(writing, reading);
+        body_sent = false;
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut reading => break answer?,
+                written = &mut writing, if !body_sent => {
+                    written?;
+                    body_sent = true;
+                }
+            }
+        }
+    };
+
+    let mut parts = parts_with(answer.status);
+    if answer.status == StatusCode::SWITCHING_PROTOCOLS {
+        parts.headers = answer.headers;
+        let (stream, early) = (*connection).into_parts();
+        return Ok(Outcome::Switched(parts, stream, early.freeze()));
+    }
+    let (length, must_close) = response::body_length(&answer, *head.method == Method::HEAD)?;
+    let keep_alive = body_sent && !must_close && response::keeps_alive(&answer);
+    parts.headers = answer.headers;
+    let body = match length {
+        BodyLength::Exact(n) => ResponseBody::exact(connection, n, keep_alive),
+        BodyLength::Chunked => ResponseBody::chunked(connection, keep_alive),
+        BodyLength::UntilClose => ResponseBody::until_close(connection),
+    };
+    Ok(Outcome::Response(parts, body))
+}
+
+/// Reads until a final (or, when `upgrade`, a 101) response head is complete; other 1xx
+/// answers are read past.
+async fn read_head<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut bytes::BytesMut,
+    upgrade: bool,
+) -> Result<response::Head, ExchangeError> {
+    loop {
+        if !buf.is_empty()
+            && let Some(head) = response::parse(buf)?
+        {
+            if head.status == StatusCode::SWITCHING_PROTOCOLS && !upgrade {
+                return Err(Invalid::Malformed.into());
+            }
+            if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            return Ok(head);
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) if buf.is_empty() => return Err(ExchangeError::Closed),
+            Ok(0) => return Err(Invalid::Malformed.into()),
+            Ok(_) => {}
+            Err(error) => return Err(ExchangeError::Io(error)),
+        }
+    }
+}
+
+/// The parts of a response with this status, HTTP/1.1 and no headers yet.
+fn parts_with(status: StatusCode) -> Parts {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = Version::HTTP_11;
+    parts
+}
