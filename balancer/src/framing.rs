@@ -77,6 +77,15 @@ impl<IO> FramingTap<IO> {
 
     fn inspect(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
+            // The usual case: a whole head at the start of what was read. It is parsed where
+            // it lies; only a head split across reads is collected line by line.
+            if matches!(self.state, State::Head)
+                && self.line.is_empty()
+                && let Some(length) = self.take_head(bytes)
+            {
+                bytes = &bytes[length..];
+                continue;
+            }
             match self.state {
                 State::Off => return,
                 State::Body(remaining) => {
@@ -161,26 +170,42 @@ impl<IO> FramingTap<IO> {
         }
     }
 
+    /// `self.line` holds a complete head, collected line by line.
     fn head_done(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        if self.take_head(&line).is_none() {
+            self.stop();
+            return;
+        }
+        if !matches!(self.state, State::Off) {
+            self.line = line;
+            self.line.clear();
+        }
+    }
+
+    /// Judges the head at the front of `bytes` and moves past it: returns its length, or
+    /// `None` if it is not complete yet. Anything unparsable turns the tap off (hyper
+    /// refuses it anyway).
+    fn take_head(&mut self, bytes: &[u8]) -> Option<usize> {
         // Uninitialised slots: zeroing 128 headers (4 KiB) for every request costs more
         // than parsing a typical head.
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
         let mut request = httparse::Request::new(&mut []);
-        let parsed = matches!(
-            request.parse_with_uninit_headers(&self.line, &mut headers),
-            Ok(httparse::Status::Complete(_))
-        );
-        if !parsed {
-            self.stop();
-            return;
-        }
+        let length = match request.parse_with_uninit_headers(bytes, &mut headers) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return None,
+            Err(_) => {
+                self.stop();
+                return Some(bytes.len());
+            }
+        };
         let index = self.heads;
         self.heads += 1;
         let mut lengths = request
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
-        let length = lengths.next();
+        let content_length = lengths.next();
         let chunked = request
             .headers
             .iter()
@@ -190,7 +215,7 @@ impl<IO> FramingTap<IO> {
                 .headers
                 .iter()
                 .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
-        if chunked && length.is_some() {
+        if chunked && content_length.is_some() {
             let _ = self.findings.first_conflict.compare_exchange(
                 u64::MAX,
                 index,
@@ -198,24 +223,24 @@ impl<IO> FramingTap<IO> {
                 Ordering::Relaxed,
             );
         }
-        let length = length
+        let content_length = content_length
             .and_then(|h| std::str::from_utf8(h.value).ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let more_lengths = lengths.next().is_some();
-        self.line.clear();
         self.state = if upgrade || more_lengths {
             // What follows is another protocol, or hyper refuses the request.
             State::Off
         } else if chunked {
             State::ChunkSize
-        } else if let Some(length) = length {
-            State::Body(length)
+        } else if let Some(content_length) = content_length {
+            State::Body(content_length)
         } else {
             State::Head
         };
         if matches!(self.state, State::Off) {
             self.line = Vec::new();
         }
+        Some(length)
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use super::response::Span;
+
 /// The read buffer's starting size; it grows only for larger response heads.
 const READ_BUFFER: usize = 16 * 1024;
 
@@ -26,6 +28,8 @@ pub struct Connection {
     pub(super) read: BytesMut,
     /// Scratch space for encoding request heads, kept to avoid an allocation per request.
     pub(super) write: Vec<u8>,
+    /// Scratch space for parsing response heads.
+    pub(super) spans: Vec<Span>,
     addr: SocketAddr,
 }
 
@@ -41,6 +45,7 @@ impl Connection {
             stream,
             read: BytesMut::with_capacity(READ_BUFFER),
             write: Vec::with_capacity(1024),
+            spans: Vec::with_capacity(16),
             addr,
         }))
     }

@@ -80,16 +80,17 @@ pub async fn send(
         stream,
         read,
         write,
+        spans,
         ..
     } = &mut *connection;
     let mut body_sent = true;
     let answer = if framing == Framing::None {
         request::write_request(stream, write, body, framing).await?;
-        read_head(stream, read, upgrade).await?
+        read_head(stream, read, spans, upgrade).await?
     } else {
         let (mut reader, mut writer) = stream.split();
         let writing = request::write_request(&mut writer, write, body, framing);
-        let reading = read_head(&mut reader, read, upgrade);
+        let reading = read_head(&mut reader, read, spans, upgrade);
         tokio::pin!(writing, reading);
         body_sent = false;
         loop {
@@ -126,11 +127,12 @@ pub async fn send(
 async fn read_head<R: AsyncRead + Unpin>(
     stream: &mut R,
     buf: &mut bytes::BytesMut,
+    spans: &mut Vec<response::Span>,
     upgrade: bool,
 ) -> Result<response::Head, ExchangeError> {
     loop {
         if !buf.is_empty()
-            && let Some(head) = response::parse(buf)?
+            && let Some(head) = response::parse(buf, spans)?
         {
             if head.status == StatusCode::SWITCHING_PROTOCOLS && !upgrade {
                 return Err(Invalid::Malformed.into());

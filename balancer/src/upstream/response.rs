@@ -1,6 +1,6 @@
 //! Reading a response head and deciding how its body is delimited (RFC 9112 section 6.3).
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 
 /// The most headers a backend's answer may carry.
@@ -26,12 +26,23 @@ pub enum Invalid {
     ContentLength,
 }
 
+/// Where one header's name and value lie in the head: name start, length, value start,
+/// length.
+pub(super) type Span = [usize; 4];
+
 /// Parses one complete head from the front of `buf` and removes it, or returns `None` when
-/// more bytes are needed.
-pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Invalid> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let length = match response.parse(buf) {
+/// more bytes are needed. `spans` is scratch space.
+pub(super) fn parse(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>, Invalid> {
+    // Uninitialised slots: zeroing 128 of them would cost as much as the parse itself.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    );
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(Invalid::TooLarge);
@@ -48,13 +59,28 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Invalid> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
-    for h in response.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Invalid::Malformed)?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| Invalid::Malformed)?;
+    // Names and values are slices of the head's own bytes, shared rather than copied: a
+    // reference count instead of an allocation per header. Their places in the buffer come
+    // from the addresses httparse hands back, noted in `spans` (reused between heads).
+    let base = buf.as_ptr() as usize;
+    spans.clear();
+    spans.extend(response.headers.iter().map(|h| {
+        [
+            h.name.as_ptr() as usize - base,
+            h.name.len(),
+            h.value.as_ptr() as usize - base,
+            h.value.len(),
+        ]
+    }));
+    let head = buf.split_to(length).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &[name, name_len, value, value_len] in spans.iter() {
+        let name =
+            HeaderName::from_bytes(&head[name..name + name_len]).map_err(|_| Invalid::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+            .map_err(|_| Invalid::Malformed)?;
         headers.append(name, value);
     }
-    buf.advance(length);
     Ok(Some(Head {
         status,
         version,
@@ -138,7 +164,7 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> Result<Option<Head>, Invalid> {
-        parse(&mut BytesMut::from(text))
+        parse(&mut BytesMut::from(text), &mut Vec::new())
     }
 
     fn length(text: &str, was_head: bool) -> Result<(BodyLength, bool), Invalid> {
@@ -148,7 +174,7 @@ mod tests {
     #[test]
     fn a_complete_head_is_parsed_and_consumed_leaving_the_body() {
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi");
-        let head = parse(&mut buf).unwrap().unwrap();
+        let head = parse(&mut buf, &mut Vec::new()).unwrap().unwrap();
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.headers["x-a"], "b");
         assert_eq!(&buf[..], b"hi");
