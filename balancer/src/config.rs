@@ -78,9 +78,12 @@ pub struct StickyConfig {
 pub struct Timeouts {
     pub connect: Duration,
     pub response_header: Duration,
-    /// Bounds how long a client may take to send request headers, and so also how long an
-    /// idle keep-alive connection waits for its next request.
+    /// How long a client may take to send a request head, from its first byte (or from the
+    /// accept, for a connection's first request): the slowloris guard.
     pub client_header: Duration,
+    /// How long a kept-alive client connection may sit idle (no request in flight) before
+    /// it is closed.
+    pub keep_alive_idle: Duration,
     /// Idle time after which an upgraded (WebSocket) tunnel is closed.
     pub tunnel_idle: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
@@ -160,6 +163,7 @@ impl Default for Config {
                 connect: Duration::from_secs(3),
                 response_header: Duration::from_secs(30),
                 client_header: Duration::from_secs(15),
+                keep_alive_idle: Duration::from_secs(60),
                 tunnel_idle: Duration::from_secs(300),
                 shutdown_grace: Duration::from_secs(30),
                 pool_idle: Duration::from_secs(60),
@@ -289,6 +293,7 @@ impl Config {
             ("timeouts.connect", self.timeouts.connect),
             ("timeouts.response_header", self.timeouts.response_header),
             ("timeouts.client_header", self.timeouts.client_header),
+            ("timeouts.keep_alive_idle", self.timeouts.keep_alive_idle),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Invalid(format!(
@@ -630,6 +635,8 @@ struct FileTimeouts {
     #[serde(default, deserialize_with = "opt_duration")]
     client_header: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
+    keep_alive_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
     tunnel_idle: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     shutdown_grace: Option<Duration>,
@@ -714,6 +721,7 @@ impl FileConfig {
         set(&mut c.timeouts.connect, t.connect);
         set(&mut c.timeouts.response_header, t.response_header);
         set(&mut c.timeouts.client_header, t.client_header);
+        set(&mut c.timeouts.keep_alive_idle, t.keep_alive_idle);
         set(&mut c.timeouts.tunnel_idle, t.tunnel_idle);
         set(&mut c.timeouts.shutdown_grace, t.shutdown_grace);
         set(&mut c.timeouts.pool_idle, t.pool_idle);

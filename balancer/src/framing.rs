@@ -9,27 +9,57 @@
 //! records the index of the first offending request; the proxy answers that one with 400.
 //! When the tap meets anything it does not follow (a parse error hyper will reject anyway,
 //! an upgrade), it stops looking.
+//!
+//! Because it knows where heads begin and end, the tap also enforces the two client-side
+//! waits that hyper cannot tell apart: a head must arrive whole within `client_header` of
+//! its first byte (or of the accept, for the first request: slowloris), and a kept-alive
+//! connection with no request in flight is closed after `keep_alive_idle`. The timer is
+//! one `Sleep` per connection, re-armed lazily: a request that arrives whole in one read
+//! costs a clock read, not a timer registration.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 /// What the tap found, shared with the connection's request handler.
 #[derive(Debug)]
 pub struct Findings {
     /// Index (0-based, per connection) of the first request with both headers.
     first_conflict: AtomicU64,
+    /// Responses completed on this connection (their bodies sent or dropped): when it equals
+    /// the heads the tap has seen, nothing is in flight.
+    answered: AtomicU64,
+    /// When the last response completed, in nanoseconds after `base`.
+    answered_at: AtomicU64,
+    base: Instant,
 }
 
 impl Findings {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             first_conflict: AtomicU64::new(u64::MAX),
+            answered: AtomicU64::new(0),
+            answered_at: AtomicU64::new(0),
+            base: Instant::now(),
         })
+    }
+
+    /// Records that one response is complete.
+    pub fn answered(&self) {
+        let at = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.answered_at.store(at, Ordering::Relaxed);
+        self.answered.fetch_add(1, Ordering::Release);
+    }
+
+    fn last_answer(&self) -> Instant {
+        self.base + Duration::from_nanos(self.answered_at.load(Ordering::Relaxed))
     }
 
     /// Whether request number `index` on this connection had conflicting framing.
@@ -53,6 +83,24 @@ enum State {
     Off,
 }
 
+/// How long a read that found nothing may wait.
+enum Wait {
+    Unbounded,
+    /// The connection is closed if nothing arrives by then.
+    Until(Instant),
+    /// Nothing to enforce now; evaluate again at this time.
+    Recheck(Instant),
+}
+
+/// The client-side waits the tap enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    /// From a head's first byte (or the accept) to its end.
+    pub header: Duration,
+    /// From the end of the last response to the next request's first byte.
+    pub keep_alive_idle: Duration,
+}
+
 #[derive(Debug)]
 pub struct FramingTap<IO> {
     inner: IO,
@@ -61,10 +109,20 @@ pub struct FramingTap<IO> {
     heads: u64,
     max_head: usize,
     findings: Arc<Findings>,
+    timeouts: ClientTimeouts,
+    /// When the head being waited for began: the accept, then each head's first byte.
+    head_since: Option<Instant>,
+    /// Armed at or before the earliest deadline; checked against the real one when it fires.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<IO> FramingTap<IO> {
-    pub fn new(inner: IO, max_head: usize, findings: Arc<Findings>) -> Self {
+    pub fn new(
+        inner: IO,
+        max_head: usize,
+        findings: Arc<Findings>,
+        timeouts: ClientTimeouts,
+    ) -> Self {
         Self {
             inner,
             state: State::Head,
@@ -72,6 +130,72 @@ impl<IO> FramingTap<IO> {
             heads: 0,
             max_head,
             findings,
+            timeouts,
+            head_since: Some(Instant::now()),
+            timer: None,
+        }
+    }
+
+    /// What bounds the wait that a read found nothing for.
+    fn wait(&mut self) -> Wait {
+        if !matches!(self.state, State::Head) {
+            // In a body, after an upgrade, or off: no client-side wait is ours to bound.
+            return Wait::Unbounded;
+        }
+        if let Some(since) = self.head_since {
+            return Wait::Until(since + self.timeouts.header);
+        }
+        if self.findings.answered.load(Ordering::Acquire) < self.heads {
+            // A request is in flight: waiting for its answer is the backend's timeout. Look
+            // again later: the answer may end without this connection being read again, and
+            // the idle time then counts from its end.
+            return Wait::Recheck(Instant::now() + self.timeouts.keep_alive_idle);
+        }
+        Wait::Until(self.findings.last_answer() + self.timeouts.keep_alive_idle)
+    }
+
+    /// Called when a read found nothing: waits for the deadline, or reports it passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let (deadline, enforced) = match self.wait() {
+                Wait::Unbounded => return Poll::Pending,
+                Wait::Until(deadline) => (deadline, true),
+                Wait::Recheck(at) => (at, false),
+            };
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The timer fired: at this deadline, or at an earlier one since moved on.
+            if enforced && Instant::now() >= deadline {
+                let what = if self.head_since.is_some() {
+                    "request head not received in time"
+                } else {
+                    "keep-alive connection idle"
+                };
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+            }
+            let next = if enforced {
+                deadline
+            } else {
+                Instant::now() + self.timeouts.keep_alive_idle
+            };
+            timer.as_mut().reset(next);
+        }
+    }
+
+    /// Notes the time a head begins and ends, after `inspect` ran on newly read bytes.
+    fn track_heads(&mut self, heads_before: u64) {
+        if self.heads != heads_before {
+            self.head_since = None;
+        }
+        if matches!(self.state, State::Head) && !self.line.is_empty() && self.head_since.is_none() {
+            self.head_since = Some(Instant::now());
         }
     }
 
@@ -253,12 +377,16 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingTap<IO> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &polled
-            && !matches!(this.state, State::Off)
-        {
-            this.inspect(&buf.filled()[before..]);
+        match polled {
+            Poll::Ready(Ok(())) if !matches!(this.state, State::Off) => {
+                let heads_before = this.heads;
+                this.inspect(&buf.filled()[before..]);
+                this.track_heads(heads_before);
+                polled
+            }
+            Poll::Pending => this.poll_deadline(cx),
+            _ => polled,
         }
-        polled
     }
 }
 
@@ -296,9 +424,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingTap<IO> {
 mod tests {
     use super::*;
 
+    const TIMEOUTS: ClientTimeouts = ClientTimeouts {
+        header: Duration::from_secs(10),
+        keep_alive_idle: Duration::from_secs(60),
+    };
+
     fn scan(chunks: &[&[u8]]) -> (Arc<Findings>, u64) {
         let findings = Findings::new();
-        let mut tap = FramingTap::new((), 8192, findings.clone());
+        let mut tap = FramingTap::new((), 8192, findings.clone(), TIMEOUTS);
         for chunk in chunks {
             tap.inspect(chunk);
         }

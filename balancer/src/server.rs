@@ -2,6 +2,11 @@
 //! timeouts, and drains gracefully on shutdown.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +18,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
-use crate::framing::{Findings, FramingTap};
+use crate::framing::{ClientTimeouts, Findings, FramingTap};
 use crate::proxy::Proxy;
+use crate::proxy::body::ClientBody;
 use crate::proxy::error::ProxyError;
+use crate::upstream::BodyError;
 
 /// Serves until `shutdown` completes, then stops accepting and gives in-flight requests
 /// up to the grace period to finish.
@@ -28,7 +35,9 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(config.timeouts.client_header)
+        // The framing tap bounds head reads and idle keep-alive separately; hyper's one
+        // timer covers both as one wait.
+        .header_read_timeout(None)
         .max_header_size(config.limits.max_header_bytes)
         .max_headers(config.limits.max_headers)
         .keep_alive(true);
@@ -56,21 +65,30 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let findings = Findings::new();
-        let io = FramingTap::new(stream, config.limits.max_header_bytes, findings.clone());
+        let io = FramingTap::new(
+            stream,
+            config.limits.max_header_bytes,
+            findings.clone(),
+            ClientTimeouts {
+                header: config.timeouts.client_header,
+                keep_alive_idle: config.timeouts.keep_alive_idle,
+            },
+        );
         let requests = Arc::new(AtomicU64::new(0));
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
             let index = requests.fetch_add(1, Ordering::Relaxed);
             let conflicting = findings.is_conflicting(index);
+            let findings = findings.clone();
             async move {
-                if conflicting {
+                let response = if conflicting {
                     tracing::debug!(%peer, "refused a request with both Content-Length and Transfer-Encoding");
-                    return Ok::<_, Infallible>(
-                        ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
-                            .into_response(),
-                    );
-                }
-                Ok(proxy.handle(peer, request).await)
+                    ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
+                        .into_response()
+                } else {
+                    proxy.handle(peer, request).await
+                };
+                Ok::<_, Infallible>(response.map(|body| Answered::new(body, findings)))
             }
         });
         let connection = builder
@@ -105,5 +123,62 @@ pub async fn serve(
     {
         Ok(_) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// A response body that tells the framing tap when its exchange is over (its last frame
+/// handed to hyper, or the body dropped because the connection ended), so the tap knows
+/// when the connection is idle.
+#[derive(Debug)]
+struct Answered {
+    inner: ClientBody,
+    findings: Option<Arc<Findings>>,
+}
+
+impl Answered {
+    fn new(inner: ClientBody, findings: Arc<Findings>) -> Self {
+        Self {
+            inner,
+            findings: Some(findings),
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(findings) = self.findings.take() {
+            findings.answered();
+        }
+    }
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl Body for Answered {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || this.inner.is_end_stream()
+        {
+            this.done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -240,27 +240,86 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_and_big_heads_r
     let a = spawn_backend("a").await;
     let mut config = config(&[&a]);
     config.timeouts.client_header = Duration::from_millis(300);
+    config.timeouts.keep_alive_idle = Duration::from_millis(1500);
     let balancer = spawn_balancer(config).await;
+    let closed_within = async |stream: &mut TcpStream, limit: Duration| -> (bool, Vec<u8>) {
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(limit, stream.read_to_end(&mut buf)).await;
+        (closed.is_ok(), buf)
+    };
 
     // Slowloris: half a request head, then nothing.
     let mut slow = TcpStream::connect(balancer.addr).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
         .await
         .unwrap();
-    let mut buf = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut buf)).await;
-    assert!(closed.is_ok(), "the slow client is disconnected");
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3)).await.0,
+        "the slow client is disconnected"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "by the header timeout, not the idle one"
+    );
+    // A connection that never sends a byte gets the header timeout too.
+    let mut silent = TcpStream::connect(balancer.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut silent, Duration::from_secs(3)).await.0);
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(a.hits(), 0);
 
-    // Idle keep-alive: one request, then silence.
+    // Kept alive: idle longer than the header timeout, the connection still serves...
+    let mut kept = TcpStream::connect(balancer.addr).await.unwrap();
+    let mut answer = [0u8; 4096];
+    for _ in 0..2 {
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(3), kept.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    // ...a head that then stalls is cut by the header timeout...
+    kept.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut kept, Duration::from_secs(3)).await.0);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    // ...and silence beyond the idle timeout closes it.
     let mut idle = TcpStream::connect(balancer.addr).await.unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await
         .unwrap();
-    let mut buf = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(3), idle.read_to_end(&mut buf)).await;
-    assert!(closed.is_ok(), "the idle connection is closed");
+    let started = std::time::Instant::now();
+    let (closed, buf) = closed_within(&mut idle, Duration::from_secs(5)).await;
+    assert!(closed, "the idle connection is closed");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "soon after the idle timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "not before the idle timeout: {:?}",
+        started.elapsed()
+    );
     assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    assert_eq!(a.hits(), 3);
 
     // A head beyond the limit.
     let big = format!(
@@ -269,5 +328,5 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_and_big_heads_r
     );
     let answer = raw(balancer.addr, big.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
-    assert_eq!(a.hits(), 1);
+    assert_eq!(a.hits(), 3);
 }
