@@ -113,17 +113,16 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!(grace = ?config.timeouts.shutdown_grace, "shutting down: no longer accepting, draining in-flight requests");
+    let deadline = tokio::time::Instant::now() + config.timeouts.shutdown_grace;
     let _ = stop.send(true);
     let all = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout(
-        config.timeouts.shutdown_grace,
-        connections.acquire_many(all),
-    )
-    .await
-    {
+    match tokio::time::timeout_at(deadline, connections.acquire_many(all)).await {
         Ok(_) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
     }
+    // Upgraded connections left hyper's hands at their 101: they get what is left of the
+    // same grace period.
+    proxy.tunnels().drain(deadline).await;
 }
 
 /// A response body that tells the framing tap when its exchange is over (its last frame

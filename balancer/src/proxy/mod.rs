@@ -40,6 +40,7 @@ pub struct Proxy {
     selector: Box<dyn Selector>,
     sticky: Option<Sticky>,
     budget: RetryBudget,
+    tunnels: upgrade::Tunnels,
 }
 
 /// The parts of the client's request that every attempt reuses.
@@ -72,7 +73,13 @@ impl Proxy {
             selector,
             sticky,
             budget,
+            tunnels: upgrade::Tunnels::default(),
         }
+    }
+
+    /// The upgraded (WebSocket) connections this proxy opened and that are still open.
+    pub fn tunnels(&self) -> &upgrade::Tunnels {
+        &self.tunnels
     }
 
     pub async fn handle(
@@ -294,7 +301,7 @@ impl Proxy {
                 Outcome::Response(parts, body) => (parts, Some(body)),
                 Outcome::Switched(parts, stream, early) => {
                     if let Some(client) = client_upgrade.take() {
-                        upgrade::spawn_tunnel(
+                        self.tunnels.spawn(
                             client,
                             stream,
                             early,

@@ -2,6 +2,7 @@
 //! 101, the client and backend connections become one byte tunnel.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,21 +10,72 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// How long the client's side gets to complete the switch after the 101.
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Joins the client's upgraded connection and the backend's in a task of its own, after
-/// passing on what the backend sent right behind its 101 (`early`). The tunnel ends when
-/// both sides have closed, or when neither sent anything for `idle`.
-pub fn spawn_tunnel(
+/// The open tunnels, so shutdown can wait for them (boundedly) and then close them.
+#[derive(Debug, Default)]
+pub struct Tunnels {
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Tunnels {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every tunnel has closed or `deadline` passes, then closes the rest.
+    pub async fn drain(&self, deadline: Instant) {
+        let mut tasks = std::mem::take(&mut *self.tasks());
+        if tasks.is_empty() {
+            return;
+        }
+        tracing::info!(
+            open = tasks.len(),
+            "waiting for upgraded connections to close"
+        );
+        let closed = tokio::time::timeout_at(deadline, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if closed.is_err() {
+            tracing::warn!(
+                open = tasks.len(),
+                "grace period over; closing upgraded connections"
+            );
+            tasks.shutdown().await;
+        }
+    }
+
+    /// Joins the client's upgraded connection and the backend's in a task of its own,
+    /// after passing on what the backend sent right behind its 101 (`early`). The tunnel
+    /// ends when both sides have closed, or when neither sent anything for `idle`.
+    pub fn spawn(
+        &self,
+        client: OnUpgrade,
+        backend: TcpStream,
+        early: Bytes,
+        idle: Duration,
+        addr: SocketAddr,
+    ) {
+        let mut tasks = self.tasks();
+        // Reap the finished ones so the set only holds open tunnels.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(run(client, backend, early, idle, addr));
+    }
+}
+
+async fn run(
     client: OnUpgrade,
     backend: TcpStream,
     early: Bytes,
     idle: Duration,
     addr: SocketAddr,
 ) {
-    tokio::spawn(async move {
+    {
         let upgraded = tokio::time::timeout(SWITCH_TIMEOUT, async {
             let mut client = TokioIo::new(client.await?);
             if !early.is_empty() {
@@ -45,7 +97,7 @@ pub fn spawn_tunnel(
         };
         let (sent, received) = tunnel(client, backend, idle).await;
         tracing::debug!(backend = %addr, sent, received, "tunnel closed");
-    });
+    }
 }
 
 /// Copies both ways with an idle timeout; returns bytes client→backend and backend→client.

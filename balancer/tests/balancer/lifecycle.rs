@@ -198,6 +198,73 @@ async fn sigterm_style_shutdown_lets_in_flight_requests_finish() {
     );
 }
 
+/// Opens an upgraded (echo) tunnel through the balancer.
+async fn open_tunnel(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream
+}
+
+async fn echo(stream: &mut tokio::net::TcpStream, message: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.write_all(message.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut reply = vec![0u8; message.len()];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut reply)).await,
+        Ok(Ok(_))
+    ) && reply == message.to_ascii_uppercase().as_bytes()
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_upgraded_connections_within_the_grace_period() {
+    let a = spawn_backend("a").await;
+    let mut config = config(&[&a]);
+    config.timeouts.shutdown_grace = Duration::from_millis(1500);
+    let balancer = spawn_balancer(config).await;
+
+    // A tunnel its client closes during the drain: shutdown ends as soon as it is gone.
+    let mut closing = open_tunnel(balancer.addr).await;
+    // A tunnel nobody closes: it is cut when the grace period ends.
+    let mut lingering = open_tunnel(balancer.addr).await;
+    let started = Instant::now();
+    let shutdown = tokio::spawn(balancer.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        echo(&mut closing, "still open").await,
+        "tunnels keep working while draining"
+    );
+    assert!(echo(&mut lingering, "me too").await);
+    drop(closing);
+    shutdown.await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+        "the lingering tunnel held shutdown until the grace period's end, no longer: {took:?}"
+    );
+    assert!(
+        !echo(&mut lingering, "gone").await,
+        "closed at the end of the grace period"
+    );
+}
+
 #[tokio::test]
 async fn a_dns_name_stands_for_all_its_addresses_and_changes_are_followed() {
     // "localhost" resolves to 127.0.0.1 (and maybe ::1); a backend on both stands in for
