@@ -83,16 +83,17 @@ pub async fn send(
         spans,
         ..
     } = &mut *connection;
-    let mut body_sent = true;
-    let answer = if framing == Framing::None {
-        request::write_request(stream, write, body, framing).await?;
+    // The head goes out first and alone decides "not sent": reading only starts once a
+    // byte has left, so a dead connection's end of stream cannot pass for an answer.
+    let coalesced = request::write_head(stream, write, body, framing).await?;
+    let mut body_sent = framing == Framing::None;
+    let answer = if body_sent {
         read_head(stream, read, spans, upgrade).await?
     } else {
         let (mut reader, mut writer) = stream.split();
-        let writing = request::write_request(&mut writer, write, body, framing);
+        let writing = request::write_body(&mut writer, write, body, framing, coalesced);
         let reading = read_head(&mut reader, read, spans, upgrade);
         tokio::pin!(writing, reading);
-        body_sent = false;
         loop {
             tokio::select! {
                 biased;

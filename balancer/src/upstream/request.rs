@@ -105,15 +105,15 @@ fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
     let _ = write!(out, "{len:x}\r\n");
 }
 
-/// Writes the head already encoded in `out`, then the body. The first system call decides
-/// whether anything was sent: if it fails, nothing was, and `body` is untouched.
-pub(super) async fn write_request<W: AsyncWrite + Unpin>(
+/// Writes the head already encoded in `out`, with a small first body frame riding along.
+/// The first system call decides whether anything was sent: if it fails, nothing was, and
+/// `body` is untouched. Returns whether the first frame went out with the head.
+pub(super) async fn write_head<W: AsyncWrite + Unpin>(
     stream: &mut W,
     out: &mut Vec<u8>,
-    body: &mut RequestBody,
+    body: &RequestBody,
     framing: Framing,
-) -> Result<(), WriteError> {
-    // A small first frame rides along with the head.
+) -> Result<bool, WriteError> {
     let mut coalesced = false;
     if let RequestBody::Streaming {
         first: Some(frame), ..
@@ -132,6 +132,18 @@ pub(super) async fn write_request<W: AsyncWrite + Unpin>(
         .write_all(&out[written..])
         .await
         .map_err(WriteError::Io)?;
+    Ok(coalesced)
+}
+
+/// Writes the rest of the body after [`write_head`] (`coalesced`: the first frame already
+/// went with the head).
+pub(super) async fn write_body<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    out: &mut Vec<u8>,
+    body: &mut RequestBody,
+    framing: Framing,
+    coalesced: bool,
+) -> Result<(), WriteError> {
     let RequestBody::Streaming { first, rest } = body else {
         return Ok(());
     };
