@@ -29,6 +29,8 @@ pub enum CacheState {
 }
 
 pub struct WindowCache {
+    /// `hits:<deployment id>:window:v1:`, followed by the first live minute.
+    key_prefix: String,
     connection: ConnectionManager,
     timeout: Duration,
     /// Milliseconds since `epoch` before which Redis is not tried; 0 when it is healthy.
@@ -53,8 +55,11 @@ impl std::fmt::Debug for WindowCache {
 impl WindowCache {
     /// Creates the cache; no connection is made until the first use, so the app starts
     /// whether or not Redis is up. A malformed URL is the only error.
+    /// `deployment` namespaces the keys: instances on one database share them, and
+    /// deployments on other databases sharing the Redis never see them.
     pub fn new(
         url: &str,
+        deployment: &str,
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<WindowCache, redis::RedisError> {
@@ -66,6 +71,7 @@ impl WindowCache {
             .set_max_delay(Duration::from_secs(1));
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(WindowCache {
+            key_prefix: format!("hits:{deployment}:window:v1:"),
             connection,
             timeout,
             skip_until_ms: AtomicU64::new(0),
@@ -96,7 +102,7 @@ impl WindowCache {
 
     /// Hits in the closed minutes of the window that starts live at `live_from`.
     pub async fn window_before(&self, store: &Store, live_from: i64) -> Result<i64, StoreError> {
-        let key = window_key(live_from);
+        let key = self.window_key(live_from);
         let mut refill_redis = false;
         if self.redis_allowed() {
             match self.get(&key).await {
@@ -183,6 +189,10 @@ impl WindowCache {
         }
     }
 
+    fn window_key(&self, live_from: i64) -> String {
+        format!("{}{live_from}", self.key_prefix)
+    }
+
     fn remember(&self, live_from: i64, sum: i64) {
         *self.local.lock().unwrap_or_else(|p| p.into_inner()) = Some((live_from, sum));
     }
@@ -193,8 +203,4 @@ impl WindowCache {
             _ => None,
         }
     }
-}
-
-fn window_key(live_from: i64) -> String {
-    format!("hits:window:v1:{live_from}")
 }

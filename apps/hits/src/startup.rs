@@ -45,8 +45,14 @@ impl App {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let metrics = Arc::new(Metrics::default());
         let store = Store::connect(&config.database).await?;
-        let cache = WindowCache::new(config.redis.url(), config.redis.timeout, metrics.clone())
-            .map_err(StartupError::RedisUrl)?;
+        let deployment = store.deployment_id().await?;
+        let cache = WindowCache::new(
+            config.redis.url(),
+            &deployment,
+            config.redis.timeout,
+            metrics.clone(),
+        )
+        .map_err(StartupError::RedisUrl)?;
         let (recorder, writers) = Recorder::start(
             store.clone(),
             config.instance_id.clone(),

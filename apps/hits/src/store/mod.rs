@@ -128,6 +128,15 @@ impl Store {
         Ok(sum)
     }
 
+    /// The id of the deployment this database belongs to (migration 0002): the namespace of
+    /// the Redis cache's keys.
+    pub async fn deployment_id(&self) -> Result<String, StoreError> {
+        let (id,): (String,) = sqlx::query_as(queries::DEPLOYMENT)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
     /// True when a query round-trips.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

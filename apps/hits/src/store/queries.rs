@@ -36,6 +36,8 @@ pub(super) const RECORD: &str = concat!(
     live_select!()
 );
 
+pub(super) const DEPLOYMENT: &str = "SELECT id::text FROM deployment";
+
 /// $1: the first live minute as Unix seconds.
 pub(super) const WINDOW_BEFORE: &str = "SELECT coalesce(sum(hits), 0)::int8 FROM hit_minutes
      WHERE minute >= to_timestamp($1) - interval '1438 minutes' AND minute < to_timestamp($1)";

@@ -137,8 +137,8 @@ impl Drop for TestApp {
     }
 }
 
-/// A fresh database on the shared server, and a Redis of the test's own (the cache's keys
-/// would otherwise be shared between tests' databases).
+/// A fresh database on the shared server, and a Redis of the test's own (tests stop, stall
+/// and inspect it).
 pub fn fresh_backends() -> (String, Redis) {
     (Postgres::shared().create_database(), Redis::start())
 }

@@ -92,11 +92,53 @@ async fn the_cache_serves_the_window_and_metrics_count_it() {
     let misses = metric(&metrics, "hits_cache_misses_total");
     assert!(misses >= 1, "the first lookup misses: {metrics}");
     assert!(hits >= 1, "later lookups are served by Redis: {metrics}");
-    let keys = redis.command("KEYS hits:window:*").unwrap();
+    let keys = redis.command("KEYS hits:*:window:v1:*").unwrap();
     assert!(
-        keys.contains("hits:window:v1:"),
+        keys.contains(":window:v1:"),
         "the window is cached in Redis: {keys}"
     );
+}
+
+/// Two deployments (two databases) sharing one Redis: each shows its own 24-hour figure,
+/// while two instances of one deployment share one cache entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_sharing_one_redis_keep_their_own_figures() {
+    use sqlx::Connection;
+    let redis = testkit::Redis::start();
+    let (db_a, db_b) = (
+        testkit::Postgres::shared().create_database(),
+        testkit::Postgres::shared().create_database(),
+    );
+    let a1 = spawn_app(&db_a, &redis.url(), "a-1").await;
+    let a2 = spawn_app(&db_a, &redis.url(), "a-2").await;
+    let b = spawn_app(&db_b, &redis.url(), "b-1").await;
+    // Closed minutes of the window (the part cached in Redis), different in each database.
+    for (url, hits) in [(&db_a, 100), (&db_b, 7)] {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO hit_minutes (minute, instance_id, shard, hits)
+             VALUES (date_trunc('minute', now()) - interval '10 minutes', 'old', 0, $1)",
+        )
+        .bind(hits as i64)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    assert_eq!(a1.stats().await.last_24h, 100);
+    assert_eq!(
+        b.stats().await.last_24h,
+        7,
+        "not deployment A's cached figure"
+    );
+    assert_eq!(a2.stats().await.last_24h, 100);
+    let keys = redis.command("KEYS hits:*:window:v1:*").unwrap();
+    let mut deployments: Vec<&str> = keys
+        .lines()
+        .filter_map(|key| key.split(':').nth(1))
+        .collect();
+    deployments.sort_unstable();
+    deployments.dedup();
+    assert_eq!(deployments.len(), 2, "one namespace per database: {keys}");
 }
 
 pub fn metric(text: &str, name: &str) -> u64 {
