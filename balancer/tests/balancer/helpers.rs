@@ -336,6 +336,44 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Asks for an upgrade to the test backends' `echo` protocol and reads the answer's head;
+/// returns the connection and the head, lower-cased.
+pub async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+        assert!(head.len() < 4096);
+    }
+    (
+        stream,
+        String::from_utf8(head).unwrap().to_ascii_lowercase(),
+    )
+}
+
+/// Sends `message` through an echo tunnel; whether it came back upper-cased within 2 s.
+pub async fn echo(stream: &mut TcpStream, message: &str) -> bool {
+    if stream.write_all(message.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut reply = vec![0u8; message.len()];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut reply)).await,
+        Ok(Ok(_))
+    ) && reply == message.to_ascii_uppercase().as_bytes()
+}
+
 /// Counts answers per instance id over `n` sequential GETs.
 pub async fn spread(addr: SocketAddr, n: usize) -> HashMap<String, usize> {
     let mut counts = HashMap::new();

@@ -198,41 +198,6 @@ async fn sigterm_style_shutdown_lets_in_flight_requests_finish() {
     );
 }
 
-/// Opens an upgraded (echo) tunnel through the balancer.
-async fn open_tunnel(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
-}
-
-async fn echo(stream: &mut tokio::net::TcpStream, message: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if stream.write_all(message.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut reply = vec![0u8; message.len()];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut reply)).await,
-        Ok(Ok(_))
-    ) && reply == message.to_ascii_uppercase().as_bytes()
-}
-
 #[tokio::test]
 async fn shutdown_waits_for_upgraded_connections_within_the_grace_period() {
     let a = spawn_backend("a").await;
@@ -241,9 +206,11 @@ async fn shutdown_waits_for_upgraded_connections_within_the_grace_period() {
     let balancer = spawn_balancer(config).await;
 
     // A tunnel its client closes during the drain: shutdown ends as soon as it is gone.
-    let mut closing = open_tunnel(balancer.addr).await;
+    let (mut closing, head) = open_tunnel(balancer.addr).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
     // A tunnel nobody closes: it is cut when the grace period ends.
-    let mut lingering = open_tunnel(balancer.addr).await;
+    let (mut lingering, head) = open_tunnel(balancer.addr).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
     let started = Instant::now();
     let shutdown = tokio::spawn(balancer.shutdown());
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -189,34 +189,14 @@ async fn idempotent_retries_are_opt_in_and_skip_requests_with_bodies() {
 async fn upgrade_requests_are_tunnelled_after_the_backends_101() {
     let a = spawn_backend("a").await;
     let balancer = spawn_balancer(config(&[&a])).await;
-    let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(byte[0]);
-        assert!(head.len() < 4096);
-    }
-    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    let (mut stream, head) = open_tunnel(balancer.addr).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: echo"), "{head}");
     for message in ["hello", "tunnel"] {
-        stream.write_all(message.as_bytes()).await.unwrap();
-        let mut reply = vec![0u8; message.len()];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(reply, message.to_ascii_uppercase().as_bytes());
+        assert!(
+            echo(&mut stream, message).await,
+            "{message} came back upper-cased"
+        );
     }
 }
 
