@@ -187,7 +187,7 @@ async fn answer(
                 let mut buf = [0u8; 1024];
                 // Echo, upper-cased, until the client closes; bounded by a timeout.
                 while let Ok(Ok(n)) =
-                    tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await
+                    tokio::time::timeout(Duration::from_secs(30), io.read(&mut buf)).await
                 {
                     if n == 0 {
                         break;
@@ -429,7 +429,7 @@ pub async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
             .await
             .unwrap()
             .unwrap();
@@ -442,16 +442,18 @@ pub async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
     )
 }
 
-/// Sends `message` through an echo tunnel; whether it came back upper-cased within 2 s.
+/// Sends `message` through an echo tunnel; whether it came back upper-cased. Panics if
+/// nothing (not even the connection's end) comes back within 10 s: a hang guard, never an
+/// answer, so "no echo" can only mean the tunnel was closed.
 pub async fn echo(stream: &mut TcpStream, message: &str) -> bool {
     if stream.write_all(message.as_bytes()).await.is_err() {
         return false;
     }
     let mut reply = vec![0u8; message.len()];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut reply)).await,
-        Ok(Ok(_))
-    ) && reply == message.to_ascii_uppercase().as_bytes()
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut reply)).await {
+        Ok(read) => read.is_ok() && reply == message.to_ascii_uppercase().as_bytes(),
+        Err(_) => panic!("hang guard: no echo of {message:?} and no close within 10 s"),
+    }
 }
 
 /// Counts answers per instance id over `n` sequential GETs.

@@ -119,7 +119,7 @@ async fn dropping_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
             };
             let mut buf = [0u8; 4096];
             if let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+                tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await
                 && n > 0
             {
                 counter.fetch_add(1, Ordering::SeqCst);
