@@ -48,31 +48,67 @@ async fn weighted_round_robin_is_smooth_like_nginx() {
     assert_eq!(order, "aabacaaaabacaa");
 }
 
+/// Sends `n` requests one after another while `slow` holds every request it gets: each
+/// either is answered by another backend (and then has ended on the balancer's side too,
+/// so it no longer counts as in flight) or is held by `slow`. Returns the answers' ids and
+/// the requests `slow` holds, which it answers once released.
+async fn with_slow_holding(
+    balancer: &TestBalancer,
+    slow: &TestBackend,
+    n: usize,
+) -> (Vec<String>, Vec<tokio::task::JoinHandle<Answer>>) {
+    slow.behaviour
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let addr = balancer.addr;
+    let (mut answered, mut held) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let before = slow.hits();
+        let request = tokio::spawn(async move { get(addr, "/").await });
+        assert!(
+            eventually(Duration::from_secs(10), async || request.is_finished()
+                || slow.hits() > before)
+            .await,
+            "hang guard: the request was answered or held"
+        );
+        if slow.hits() > before {
+            held.push(request);
+            continue;
+        }
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, 200);
+        answered.push(answer.instance().to_owned());
+        let registry = balancer.registry.clone();
+        assert!(
+            eventually(Duration::from_secs(10), async || registry
+                .load()
+                .backends
+                .iter()
+                .all(|b| b.addr == slow.addr || b.in_flight() == 0))
+            .await,
+            "hang guard: the answered request ended on the balancer's side"
+        );
+    }
+    slow.behaviour
+        .hold
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    (answered, held)
+}
+
 #[tokio::test]
 async fn least_connections_favours_the_fast_backend() {
     let (fast, slow) = (spawn_backend("fast").await, spawn_backend("slow").await);
-    slow.behaviour
-        .delay_ms
-        .store(300, std::sync::atomic::Ordering::SeqCst);
     let mut config = config(&[&fast, &slow]);
     config.algorithm = Algorithm::LeastConnections;
     let balancer = spawn_balancer(config).await;
-    // Requests spread over time: the slow backend keeps its connections busy.
-    let addr = balancer.addr;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..40 {
-        tasks.spawn(async move { get(addr, "/").await.instance().to_owned() });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // Once the slow backend holds a request, it has more in flight than the fast one, so
+    // it gets nothing more; before that the two tie.
+    let (answered, held) = with_slow_holding(&balancer, &slow, 40).await;
+    assert!(held.len() <= 1, "the busy backend got {} of 40", held.len());
+    assert!(answered.iter().all(|id| id == "fast"), "{answered:?}");
+    for request in held {
+        assert_eq!(request.await.unwrap().instance(), "slow");
     }
-    let mut counts = std::collections::HashMap::new();
-    while let Some(id) = tasks.join_next().await {
-        *counts.entry(id.unwrap()).or_insert(0usize) += 1;
-    }
-    let (f, s) = (
-        counts.get("fast").copied().unwrap_or(0),
-        counts.get("slow").copied().unwrap_or(0),
-    );
-    assert!(f >= 3 * s, "fast {f}, slow {s}");
 }
 
 #[tokio::test]
@@ -99,31 +135,22 @@ async fn power_of_two_choices_uses_every_backend_and_avoids_the_busy_one() {
         spawn_backend("b").await,
         spawn_backend("slow").await,
     );
-    slow.behaviour
-        .delay_ms
-        .store(300, std::sync::atomic::Ordering::SeqCst);
     let mut config = config(&[&a, &b, &slow]);
     config.algorithm = Algorithm::PowerOfTwoChoices;
     let balancer = spawn_balancer(config).await;
-    let counts = spread(balancer.addr, 30).await;
+    // All idle: random draws reach every backend (one left out of 60 draws: odds ~1e-10).
+    let counts = spread(balancer.addr, 60).await;
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    // The busy backend loses every comparison it is drawn into once it holds a request.
+    let (answered, held) = with_slow_holding(&balancer, &slow, 40).await;
+    assert!(held.len() <= 1, "the busy backend got {} of 40", held.len());
     assert!(
-        counts.contains_key("a") && counts.contains_key("b"),
-        "{counts:?}"
+        answered.iter().all(|id| id == "a" || id == "b"),
+        "{answered:?}"
     );
-    // Requests spaced over time: the slow backend holds its requests, so it loses every
-    // comparison it is drawn into.
-    let addr = balancer.addr;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..40 {
-        tasks.spawn(async move { get(addr, "/").await.instance().to_owned() });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    for request in held {
+        assert_eq!(request.await.unwrap().instance(), "slow");
     }
-    let mut busy = std::collections::HashMap::new();
-    while let Some(id) = tasks.join_next().await {
-        *busy.entry(id.unwrap()).or_insert(0usize) += 1;
-    }
-    let s = busy.get("slow").copied().unwrap_or(0);
-    assert!(s <= 8, "the busy backend got {s} of 40: {busy:?}");
 }
 
 /// GET from a specific loopback source address, so ip-hash sees different clients.
@@ -137,7 +164,7 @@ async fn get_from(source: [u8; 4], addr: std::net::SocketAddr) -> String {
             .unwrap();
     tokio::spawn(connection);
     let response = tokio::time::timeout(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         sender.send_request(request("/", &[])),
     )
     .await
@@ -182,7 +209,7 @@ async fn ip_hash_keeps_clients_and_remaps_few_when_a_backend_leaves() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let registry = balancer.registry.clone();
     assert!(
-        eventually(Duration::from_secs(3), async || registry
+        eventually(Duration::from_secs(10), async || registry
             .load()
             .backends
             .iter()

@@ -3,6 +3,7 @@
 //! record what reached them on which connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{Answer, config, raw, send, spawn_balancer};
+use crate::helpers::{Answer, config, eventually, raw, send, spawn_balancer};
 
 /// What the backend does after writing a scripted answer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -45,6 +46,8 @@ struct Received {
 struct Scripted {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Connections the backend has closed (its socket dropped, so its FIN is sent).
+    closed: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -109,6 +112,8 @@ async fn scripted(replies: Vec<Reply>) -> Scripted {
     let received = Arc::new(Mutex::new(Vec::new()));
     let replies = Arc::new(Mutex::new(replies.into_iter()));
     let log = received.clone();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let closes = closed.clone();
     let task = tokio::spawn(async move {
         let mut connection = 0;
         loop {
@@ -116,7 +121,7 @@ async fn scripted(replies: Vec<Reply>) -> Scripted {
                 continue;
             };
             connection += 1;
-            let (log, replies) = (log.clone(), replies.clone());
+            let (log, replies, closes) = (log.clone(), replies.clone(), closes.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 while let Some(request) = read_request(&mut stream, &mut buf).await {
@@ -125,18 +130,21 @@ async fn scripted(replies: Vec<Reply>) -> Scripted {
                         bytes: String::from_utf8_lossy(&request).into_owned(),
                     });
                     let Some(reply) = replies.lock().unwrap().next() else {
-                        return;
+                        break;
                     };
                     if stream.write_all(reply.bytes).await.is_err() || reply.after == After::Close {
-                        return;
+                        break;
                     }
                 }
+                drop(stream);
+                closes.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
     Scripted {
         addr,
         received,
+        closed,
         task,
     }
 }
@@ -303,8 +311,18 @@ async fn a_pooled_connection_the_backend_closed_is_replaced_without_an_error() {
     .await;
     let balancer = balancer_for(&backend).await;
     assert_eq!(get(balancer.addr, "/").await.body, "first");
-    // Give the FIN time to arrive and be seen by the reactor.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until the backend has closed the pooled connection. Whether the balancer's
+    // reactor has seen the FIN yet when the next request comes (the connection is dropped
+    // on its way out of the pool) or not (the head's write or the first read finds it
+    // closed, before anything was sent) is up to the scheduler; both must end the same way.
+    let closed = backend.closed.clone();
+    assert!(
+        eventually(Duration::from_secs(10), async || closed
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "hang guard: the backend closed its connection"
+    );
     let second = get(balancer.addr, "/").await;
     assert_eq!((second.status, second.body.as_str()), (200, "second"));
     let received = backend.received();
@@ -345,7 +363,7 @@ async fn broken_answers_give_502_and_truncated_bodies_abort_the_response() {
         .await
         .unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out))
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
         .await
         .expect("the client's connection is closed")
         .ok();
@@ -364,6 +382,7 @@ async fn an_early_answer_during_an_upload_reaches_the_client() {
     // The backend answers 413 after the head, without reading the body.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (answered, client_has_answer) = tokio::sync::oneshot::channel::<()>();
     let backend = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 4096];
@@ -376,8 +395,10 @@ async fn an_early_answer_during_an_upload_reaches_the_client() {
             .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n")
             .await
             .unwrap();
-        // Keep the socket open a little without reading, as a busy server would.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Keep the socket open without reading, as a busy server would, until the client
+        // has its answer: the answer cannot have been forced out by this end closing.
+        let _ = tokio::time::timeout(Duration::from_secs(30), client_has_answer).await;
+        drop(stream);
     });
     let mut config = config(&[]);
     config.backends = vec![addr.to_string().parse().unwrap()];
@@ -390,11 +411,12 @@ async fn an_early_answer_during_an_upload_reaches_the_client() {
         .unwrap();
     client.write_all(&vec![b'x'; 256 * 1024]).await.unwrap();
     let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+    let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut answer))
         .await
         .expect("answered while the upload was still going")
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let _ = answered.send(());
     backend.await.unwrap();
 }

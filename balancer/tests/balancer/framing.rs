@@ -85,7 +85,9 @@ async fn the_balancer_is_not_an_open_proxy() {
     )
     .await;
     refused(
-        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        // Connection: close because a refused CONNECT leaves the connection open for more
+        // requests, and `raw` reads until the balancer closes.
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
         "HTTP/1.1 405",
     )
     .await;

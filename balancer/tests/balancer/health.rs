@@ -1,14 +1,62 @@
 //! Active health checks (rise/fall, first pass) and passive ejection.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use balancer::backend::Health;
+use balancer::backend::{Backend, Health, now_millis};
 
 use crate::helpers::*;
 
+/// `b`'s state as the balancer reports it.
+fn health_of(balancer: &TestBalancer, b: &TestBackend) -> Health {
+    balancer
+        .registry
+        .load()
+        .backends
+        .iter()
+        .find(|x| x.addr == b.addr)
+        .expect("b is in the backend set")
+        .health()
+}
+
+/// Waits (10 s hang guard) until `b` reaches `target`, counting the checks `answered`
+/// since `since`. Rounds of checks run one after another, so at most one answered check
+/// is not yet applied: while `b` has not moved, at most `threshold + 1` have been answered
+/// (counted before the state is read); once it has, at least `threshold` were (counted
+/// after). Together: it moves at the threshold-th check, not before, not later.
+async fn moves_at_threshold(
+    balancer: &TestBalancer,
+    b: &TestBackend,
+    target: Health,
+    answered: &std::sync::atomic::AtomicUsize,
+    since: usize,
+    threshold: usize,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = answered.load(Ordering::SeqCst) - since;
+        if health_of(balancer, b) == target {
+            break;
+        }
+        assert!(
+            count <= threshold + 1,
+            "still not {target:?} after {count} checks (threshold {threshold})"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hang guard: b did not become {target:?} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let count = answered.load(Ordering::SeqCst) - since;
+    assert!(
+        count >= threshold,
+        "{target:?} after only {count} checks (threshold {threshold})"
+    );
+}
+
 #[tokio::test]
-async fn a_failing_backend_leaves_within_fall_intervals_and_returns_after_rise() {
+async fn a_failing_backend_leaves_after_fall_failed_checks_and_returns_after_rise() {
     let (a, b) = (spawn_backend("a").await, spawn_backend("b").await);
     let mut config = config(&[&a, &b]);
     config.health.path = Some("/healthz".into());
@@ -16,37 +64,17 @@ async fn a_failing_backend_leaves_within_fall_intervals_and_returns_after_rise()
     config.health.fall = 3.try_into().unwrap();
     let balancer = spawn_balancer(config).await;
     assert_eq!(spread(balancer.addr, 4).await.len(), 2);
+    assert_eq!(health_of(&balancer, &b), Health::Up);
 
+    let failed = b.failed_checks.load(Ordering::SeqCst);
     b.behaviour.unhealthy.store(true, Ordering::SeqCst);
-    let started = Instant::now();
-    let registry = balancer.registry.clone();
-    let b_addr = b.addr;
-    let b_down = async || {
-        registry
-            .load()
-            .backends
-            .iter()
-            .any(|x| x.addr == b_addr && x.health() == Health::Down)
-    };
-    assert!(eventually(Duration::from_secs(3), b_down).await);
-    // fall (3) × interval (100 ms) nominally; generous slack for a loaded CI machine.
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "took {:?}",
-        started.elapsed()
-    );
+    moves_at_threshold(&balancer, &b, Health::Down, &b.failed_checks, failed, 3).await;
     let counts = spread(balancer.addr, 6).await;
     assert_eq!(counts.get("a"), Some(&6), "{counts:?}");
 
+    let passed = b.passed_checks.load(Ordering::SeqCst);
     b.behaviour.unhealthy.store(false, Ordering::SeqCst);
-    let b_up = async || {
-        registry
-            .load()
-            .backends
-            .iter()
-            .any(|x| x.addr == b_addr && x.health() == Health::Up)
-    };
-    assert!(eventually(Duration::from_secs(3), b_up).await);
+    moves_at_threshold(&balancer, &b, Health::Up, &b.passed_checks, passed, 2).await;
     assert_eq!(spread(balancer.addr, 4).await.get("b"), Some(&2));
 }
 
@@ -92,18 +120,33 @@ async fn every_backend_down_answers_503_quickly_or_fails_open() {
     assert_eq!(get(balancer.addr, "/").await.instance(), "a");
 }
 
+/// When `backend`'s ejection ends, on the balancer's clock: found by asking `is_ejected`
+/// about moments of our choosing (it is monotonic in the moment asked about).
+fn ejected_until(backend: &Backend) -> u64 {
+    let (mut ejected, mut free) = (0u64, now_millis() + 3_600_000);
+    assert!(backend.is_ejected(ejected), "the backend was ejected");
+    assert!(!backend.is_ejected(free));
+    while free - ejected > 1 {
+        let mid = ejected + (free - ejected) / 2;
+        if backend.is_ejected(mid) {
+            ejected = mid;
+        } else {
+            free = mid;
+        }
+    }
+    free
+}
+
 #[tokio::test]
 async fn connect_failures_eject_a_backend_with_growing_backoff_and_requests_still_succeed() {
     let a = spawn_backend("a").await;
     let mut b = spawn_backend("b").await;
     let mut config = config(&[&a, &b]);
     config.passive.failures = 2.try_into().unwrap();
-    config.passive.base_ejection = Duration::from_millis(500);
+    let base: u64 = 500;
+    config.passive.base_ejection = Duration::from_millis(base);
     let balancer = spawn_balancer(config).await;
     b.stop();
-    // Connect refusals never reached b, so each is retried on a: no client sees an error.
-    let counts = spread(balancer.addr, 6).await;
-    assert_eq!(counts.get("a"), Some(&6), "{counts:?}");
     let b_addr = b.addr;
     let backend = balancer
         .registry
@@ -113,16 +156,45 @@ async fn connect_failures_eject_a_backend_with_growing_backoff_and_requests_stil
         .find(|x| x.addr == b_addr)
         .unwrap()
         .clone();
-    let now = balancer::backend::now_millis();
-    assert!(backend.is_ejected(now), "b is ejected");
-    // After the first back-off b is tried again, fails again, and is ejected for longer.
-    tokio::time::sleep(Duration::from_millis(550)).await;
-    spread(balancer.addr, 4).await;
-    assert!(backend.is_ejected(balancer::backend::now_millis()));
-    tokio::time::sleep(Duration::from_millis(550)).await;
+
+    // Sends requests until b is ejected (`ejected_since` is a moment before which it was
+    // not). Connect refusals never reached b, so each is retried on a: no client sees an
+    // error.
+    let until_ejected = async |ejected_since: u64| {
+        let mut sent = 0;
+        while !backend.is_ejected(ejected_since) {
+            assert!(sent < 20, "b was ejected after failing twice");
+            let answer = get(balancer.addr, "/").await;
+            assert_eq!((answer.status, answer.instance()), (200, "a"));
+            sent += 1;
+        }
+    };
+    // The ejection starts between `before` and `after`, and lasts the back-off.
+    let before = now_millis();
+    until_ejected(0).await;
+    let after = now_millis();
+    let first = ejected_until(&backend);
     assert!(
-        backend.is_ejected(balancer::backend::now_millis()),
-        "second ejection lasts longer than the first"
+        (before + base..=after + base).contains(&first),
+        "the first ejection lasts {base} ms: ends at {first}, began within {before}..={after}"
+    );
+
+    // After the first back-off b is tried again, fails again, and is ejected for twice as
+    // long.
+    assert!(
+        eventually(Duration::from_secs(10), async || !backend
+            .is_ejected(now_millis()))
+        .await,
+        "hang guard: the first ejection ended"
+    );
+    let before = now_millis();
+    until_ejected(first).await;
+    let after = now_millis();
+    let second = ejected_until(&backend);
+    assert!(
+        (before + 2 * base..=after + 2 * base).contains(&second),
+        "the second ejection lasts {} ms: ends at {second}, began within {before}..={after}",
+        2 * base
     );
 }
 
@@ -133,11 +205,13 @@ async fn five_hundreds_count_against_a_backend_when_configured() {
     let mut config = config(&[&a, &b]);
     config.passive.count_5xx = true;
     config.passive.failures = 2.try_into().unwrap();
+    // Far longer than the test: the ejection cannot run out while it is observed.
+    config.passive.base_ejection = Duration::from_secs(60);
     let balancer = spawn_balancer(config).await;
     spread_any(balancer.addr, 6).await;
-    let before = b.hits();
+    assert_eq!(b.hits(), 2, "b had its turns until its second 500");
     spread_any(balancer.addr, 6).await;
-    assert_eq!(b.hits(), before, "b is ejected after two 500s");
+    assert_eq!(b.hits(), 2, "b is ejected after two 500s");
 }
 
 async fn spread_any(addr: std::net::SocketAddr, n: usize) {

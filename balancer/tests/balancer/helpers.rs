@@ -1,5 +1,6 @@
 //! Test harness: in-process backends (small hyper servers that answer with their own id),
-//! a balancer on port 0, and a tiny HTTP client plus a raw-socket helper.
+//! a balancer on port 0 (in-process, or the binary reporting its bound address in its
+//! log), and a tiny HTTP client plus raw-socket helpers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -32,6 +33,9 @@ pub struct Behaviour {
     pub status: AtomicU64,
     /// Pause between body reads, in microseconds (a slow reader).
     pub read_pause_us: AtomicU64,
+    /// While set, requests (but /healthz) are held unanswered: a request a test keeps in
+    /// flight for as long as it needs, instead of for a guessed delay.
+    pub hold: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -42,6 +46,9 @@ pub struct TestBackend {
     pub hits: Arc<AtomicUsize>,
     /// Health-check requests answered.
     pub health_checks: Arc<AtomicUsize>,
+    /// Health checks answered 503 (while `unhealthy`) and 200.
+    pub failed_checks: Arc<AtomicUsize>,
+    pub passed_checks: Arc<AtomicUsize>,
     /// Bytes of request bodies received.
     pub body_bytes: Arc<AtomicU64>,
     pub behaviour: Arc<Behaviour>,
@@ -76,19 +83,32 @@ pub async fn spawn_backend(id: &str) -> TestBackend {
 }
 
 pub async fn spawn_backend_on(addr: SocketAddr, id: &str) -> TestBackend {
-    let listener = TcpListener::bind(addr).await.unwrap();
+    spawn_backend_with(TcpListener::bind(addr).await.unwrap(), id)
+}
+
+/// A backend on a listener the test already bound (to choose its address and port).
+pub fn spawn_backend_with(listener: TcpListener, id: &str) -> TestBackend {
     let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let health_checks = Arc::new(AtomicUsize::new(0));
-    let body_bytes = Arc::new(AtomicU64::new(0));
-    let behaviour = Arc::new(Behaviour::default());
-    let state = (
-        id.to_owned(),
-        hits.clone(),
-        health_checks.clone(),
-        body_bytes.clone(),
-        behaviour.clone(),
-    );
+    let state = BackendState {
+        id: id.to_owned(),
+        hits: Arc::default(),
+        health_checks: Arc::default(),
+        failed_checks: Arc::default(),
+        passed_checks: Arc::default(),
+        body_bytes: Arc::default(),
+        behaviour: Arc::default(),
+    };
+    let mut backend = TestBackend {
+        id: id.to_owned(),
+        addr,
+        hits: state.hits.clone(),
+        health_checks: state.health_checks.clone(),
+        failed_checks: state.failed_checks.clone(),
+        passed_checks: state.passed_checks.clone(),
+        body_bytes: state.body_bytes.clone(),
+        behaviour: state.behaviour.clone(),
+        task: None,
+    };
     let task = tokio::spawn(async move {
         let mut connections = JoinSet::new();
         loop {
@@ -106,24 +126,20 @@ pub async fn spawn_backend_on(addr: SocketAddr, id: &str) -> TestBackend {
             while connections.try_join_next().is_some() {}
         }
     });
-    TestBackend {
-        id: id.to_owned(),
-        addr,
-        hits,
-        health_checks,
-        body_bytes,
-        behaviour,
-        task: Some(task),
-    }
+    backend.task = Some(task);
+    backend
 }
 
-type BackendState = (
-    String,
-    Arc<AtomicUsize>,
-    Arc<AtomicUsize>,
-    Arc<AtomicU64>,
-    Arc<Behaviour>,
-);
+#[derive(Clone)]
+struct BackendState {
+    id: String,
+    hits: Arc<AtomicUsize>,
+    health_checks: Arc<AtomicUsize>,
+    failed_checks: Arc<AtomicUsize>,
+    passed_checks: Arc<AtomicUsize>,
+    body_bytes: Arc<AtomicU64>,
+    behaviour: Arc<Behaviour>,
+}
 
 /// Answers with `x-instance-id`, and echoes the request head in the body as `name: value`
 /// lines after a first line with the method and target.
@@ -131,17 +147,34 @@ async fn answer(
     state: BackendState,
     mut request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (id, hits, health_checks, body_bytes, behaviour) = state;
+    let BackendState {
+        id,
+        hits,
+        health_checks,
+        failed_checks,
+        passed_checks,
+        body_bytes,
+        behaviour,
+    } = state;
     if request.uri().path() == "/healthz" {
         health_checks.fetch_add(1, Ordering::SeqCst);
         let status = if behaviour.unhealthy.load(Ordering::SeqCst) {
+            failed_checks.fetch_add(1, Ordering::SeqCst);
             503
         } else {
+            passed_checks.fetch_add(1, Ordering::SeqCst);
             200
         };
         return Ok(reply(&id, status, Bytes::from_static(b"ok")));
     }
     hits.fetch_add(1, Ordering::SeqCst);
+    // Bounded, so a test that forgets to release cannot hang the backend for ever.
+    for _ in 0..3000 {
+        if !behaviour.hold.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let delay = behaviour.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -154,7 +187,7 @@ async fn answer(
                 let mut buf = [0u8; 1024];
                 // Echo, upper-cased, until the client closes; bounded by a timeout.
                 while let Ok(Ok(n)) =
-                    tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await
+                    tokio::time::timeout(Duration::from_secs(30), io.read(&mut buf)).await
                 {
                     if n == 0 {
                         break;
@@ -217,7 +250,9 @@ pub fn config(backends: &[&TestBackend]) -> Config {
         ..Config::default()
     };
     config.health.interval = Duration::from_millis(100);
-    config.health.timeout = Duration::from_millis(200);
+    // Generous: a check that times out on a loaded machine would count as a failure the
+    // test did not cause (and delay the first round, which serving waits for).
+    config.health.timeout = Duration::from_secs(2);
     config.timeouts.connect = Duration::from_millis(500);
     config.timeouts.shutdown_grace = Duration::from_secs(5);
     config.discovery.resolve_interval = Duration::from_millis(200);
@@ -327,13 +362,58 @@ pub fn request(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     builder.body(Full::new(Bytes::new())).unwrap()
 }
 
-/// Writes raw bytes and reads what comes back until the server closes or 3 s pass.
+/// Writes raw bytes and reads what comes back until the server closes the connection,
+/// which it must do within 10 s (so a test never passes on whatever a timeout cut off).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out)).await;
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the server did not close the connection within 10 s; got {:?}",
+                String::from_utf8_lossy(&out)
+            )
+        });
+    // A reset after the answer still ends the exchange; what was read is the answer.
+    if let Err(error) = read {
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "reading the answer: {error}"
+        );
+    }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the peer ended `stream` (end of stream or reset) rather than sending more;
+/// waits for that event, with a 10 s hang guard.
+pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(_)) => false,
+        Err(_) => panic!("the connection neither closed nor sent anything within 10 s"),
+    }
+}
+
+/// An address nothing listens on, for as long as the value lives: the port is held by a
+/// bound socket that never listens, so connects are refused and no other test can take
+/// it (unlike a port bound, read and released).
+#[derive(Debug)]
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _held: tokio::net::TcpSocket,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    ClosedPort {
+        addr: socket.local_addr().unwrap(),
+        _held: socket,
+    }
 }
 
 /// Asks for an upgrade to the test backends' `echo` protocol and reads the answer's head;
@@ -349,7 +429,7 @@ pub async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
             .await
             .unwrap()
             .unwrap();
@@ -362,16 +442,18 @@ pub async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
     )
 }
 
-/// Sends `message` through an echo tunnel; whether it came back upper-cased within 2 s.
+/// Sends `message` through an echo tunnel; whether it came back upper-cased. Panics if
+/// nothing (not even the connection's end) comes back within 10 s: a hang guard, never an
+/// answer, so "no echo" can only mean the tunnel was closed.
 pub async fn echo(stream: &mut TcpStream, message: &str) -> bool {
     if stream.write_all(message.as_bytes()).await.is_err() {
         return false;
     }
     let mut reply = vec![0u8; message.len()];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut reply)).await,
-        Ok(Ok(_))
-    ) && reply == message.to_ascii_uppercase().as_bytes()
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut reply)).await {
+        Ok(read) => read.is_ok() && reply == message.to_ascii_uppercase().as_bytes(),
+        Err(_) => panic!("hang guard: no echo of {message:?} and no close within 10 s"),
+    }
 }
 
 /// Counts answers per instance id over `n` sequential GETs.
@@ -395,4 +477,144 @@ pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// The balancer binary in its own process. It listens where its arguments say (port 0 in
+/// tests) and reports the bound address in its "balancer ready" log line, which is how a
+/// test learns it: no port is ever chosen by the test and handed over.
+#[derive(Debug)]
+pub struct BinaryBalancer {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    /// What runs, for failure messages.
+    what: String,
+    child: tokio::process::Child,
+    stdout: Arc<std::sync::Mutex<Vec<String>>>,
+    stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl BinaryBalancer {
+    /// Starts `command` (the balancer binary) with JSON logs at info level on a pipe, and
+    /// waits (at most 30 s) for it to be ready.
+    pub async fn start(command: tokio::process::Command) -> Self {
+        Self::start_or_explain(command, "the balancer binary").await
+    }
+
+    /// As [`Self::start`], for a command that wraps the binary; `what` describes it in the
+    /// failure message if it cannot start or exits before the balancer is ready.
+    pub async fn start_or_explain(mut command: tokio::process::Command, what: &str) -> Self {
+        command
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env_remove("BALANCER_CONFIG")
+            .env_remove("BALANCER_LISTEN")
+            .env_remove("BALANCER_BACKENDS")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
+        let pid = child.id().expect("the child has a pid");
+        let stdout = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let lines = stdout.clone();
+        tokio::spawn(async move {
+            let mut line = String::new();
+            while matches!(
+                tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line).await,
+                Ok(n) if n > 0
+            ) {
+                lines.lock().unwrap().push(std::mem::take(&mut line));
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let text = stderr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf).await
+                && n > 0
+            {
+                text.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut balancer = Self {
+            addr: "0.0.0.0:0".parse().unwrap(),
+            pid,
+            what: what.to_owned(),
+            child,
+            stdout,
+            stderr,
+        };
+        let ready = balancer
+            .wait_for_log(Duration::from_secs(30), |l| {
+                l.contains("\"balancer ready\"")
+            })
+            .await;
+        balancer.addr = json_field(&ready, "listen")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no listen address in {ready}"));
+        balancer
+    }
+
+    /// The first log line (stdout) matching `wanted`, waiting for it at most `limit`;
+    /// panics with the process's output if it exits or the line does not come.
+    pub async fn wait_for_log(&mut self, limit: Duration, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(line) = self.stdout.lock().unwrap().iter().find(|l| wanted(l)) {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the readers take in the last output before reporting it.
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while !(Arc::strong_count(&self.stdout) == 1
+                        && Arc::strong_count(&self.stderr) == 1)
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+                .await;
+                panic!(
+                    "{} exited ({status}) before the awaited log line\n{}",
+                    self.what,
+                    self.output()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: the awaited log line did not come within {limit:?}\n{}",
+                self.what,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Everything the process wrote so far, for failure messages.
+    pub fn output(&self) -> String {
+        format!(
+            "stdout:\n{}stderr:\n{}",
+            self.stdout.lock().unwrap().concat(),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// A string or number field's value in a JSON log line: `"name":"value"` or `"name":42`.
+pub fn json_field(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!("\"{name}\":"))? + name.len() + 3;
+    let rest = &line[start..];
+    Some(match rest.strip_prefix('"') {
+        Some(quoted) => quoted[..quoted.find('"')?].to_owned(),
+        None => rest[..rest.find([',', '}'])?].to_owned(),
+    })
 }

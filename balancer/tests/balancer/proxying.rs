@@ -79,23 +79,19 @@ async fn a_trusted_proxy_chain_is_extended() {
     assert_eq!(answer.echoed("x-forwarded-proto").as_deref(), Some("https"));
 }
 
-/// A port with nothing listening on it.
-async fn closed_port() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
-
 #[tokio::test]
 async fn refused_connections_give_502_slow_backends_504() {
+    let closed = closed_port();
     let mut config = config(&[]);
-    config.backends = vec![closed_port().await.to_string().parse().unwrap()];
+    config.backends = vec![closed.addr.to_string().parse().unwrap()];
     let balancer = spawn_balancer(config).await;
     let answer = get(balancer.addr, "/").await;
     assert_eq!(answer.status, 502);
     assert!(answer.body.contains("could not connect"), "{}", answer.body);
 
     let slow = spawn_backend("slow").await;
-    slow.behaviour.delay_ms.store(2000, Ordering::SeqCst);
+    // Holds the request until released: only the response timeout can end it.
+    slow.behaviour.hold.store(true, Ordering::SeqCst);
     let mut config = crate::helpers::config(&[&slow]);
     config.timeouts.response_header = Duration::from_millis(200);
     let balancer = spawn_balancer(config).await;
@@ -107,6 +103,7 @@ async fn refused_connections_give_502_slow_backends_504() {
         answer.body
     );
     assert_eq!(slow.hits(), 1, "a timed-out request is not retried");
+    slow.behaviour.hold.store(false, Ordering::SeqCst);
 }
 
 /// A backend that reads a request and closes without answering; counts requests.
@@ -122,7 +119,7 @@ async fn dropping_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
             };
             let mut buf = [0u8; 4096];
             if let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+                tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await
                 && n > 0
             {
                 counter.fetch_add(1, Ordering::SeqCst);
@@ -215,52 +212,46 @@ async fn backend_connections_are_pooled_and_reused() {
     );
 }
 
+/// Whether the balancer closes `stream` within the hang guard; with what it sent first.
+async fn closed_within_guard(stream: &mut TcpStream) -> (bool, Vec<u8>) {
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buf)).await;
+    (closed.is_ok(), buf)
+}
+
 #[tokio::test]
-async fn slow_headers_and_idle_keep_alive_connections_are_closed_and_big_heads_refused() {
+async fn slow_headers_are_cut_by_the_header_timeout_and_big_heads_refused() {
     let a = spawn_backend("a").await;
     let mut config = config(&[&a]);
     config.timeouts.client_header = Duration::from_millis(300);
-    config.timeouts.keep_alive_idle = Duration::from_millis(1500);
+    // Far beyond the hang guard: any close seen here is the header timeout's doing.
+    config.timeouts.keep_alive_idle = Duration::from_secs(600);
     let balancer = spawn_balancer(config).await;
-    let closed_within = async |stream: &mut TcpStream, limit: Duration| -> (bool, Vec<u8>) {
-        let mut buf = Vec::new();
-        let closed = tokio::time::timeout(limit, stream.read_to_end(&mut buf)).await;
-        (closed.is_ok(), buf)
-    };
 
     // Slowloris: half a request head, then nothing.
     let mut slow = TcpStream::connect(balancer.addr).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
     assert!(
-        closed_within(&mut slow, Duration::from_secs(3)).await.0,
+        closed_within_guard(&mut slow).await.0,
         "the slow client is disconnected"
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(1400),
-        "by the header timeout, not the idle one"
     );
     // A connection that never sends a byte gets the header timeout too.
     let mut silent = TcpStream::connect(balancer.addr).await.unwrap();
-    let started = std::time::Instant::now();
-    assert!(closed_within(&mut silent, Duration::from_secs(3)).await.0);
-    assert!(
-        started.elapsed() < Duration::from_millis(1400),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(closed_within_guard(&mut silent).await.0);
     assert_eq!(a.hits(), 0);
 
-    // Kept alive: idle longer than the header timeout, the connection still serves...
+    // Kept alive: idle for longer than the header timeout, the connection still serves
+    // (the pauses are the scenario, not a wait for something: timers never fire early, so
+    // a header timeout wrongly covering idle time would always cut it)...
     let mut kept = TcpStream::connect(balancer.addr).await.unwrap();
     let mut answer = [0u8; 4096];
     for _ in 0..2 {
         kept.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
             .await
             .unwrap();
-        let n = tokio::time::timeout(Duration::from_secs(3), kept.read(&mut answer))
+        let n = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut answer))
             .await
             .unwrap()
             .unwrap();
@@ -271,35 +262,10 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_and_big_heads_r
         );
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    // ...a head that then stalls is cut by the header timeout...
+    // ...and a head that then stalls is cut by the header timeout.
     kept.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    let started = std::time::Instant::now();
-    assert!(closed_within(&mut kept, Duration::from_secs(3)).await.0);
-    assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "{:?}",
-        started.elapsed()
-    );
-    // ...and silence beyond the idle timeout closes it.
-    let mut idle = TcpStream::connect(balancer.addr).await.unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    let (closed, buf) = closed_within(&mut idle, Duration::from_secs(5)).await;
-    assert!(closed, "the idle connection is closed");
-    assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "soon after the idle timeout: {:?}",
-        started.elapsed()
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(1400),
-        "not before the idle timeout: {:?}",
-        started.elapsed()
-    );
-    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
-    assert_eq!(a.hits(), 3);
+    assert!(closed_within_guard(&mut kept).await.0);
+    assert_eq!(a.hits(), 2);
 
     // A head beyond the limit.
     let big = format!(
@@ -308,5 +274,32 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_and_big_heads_r
     );
     let answer = raw(balancer.addr, big.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
-    assert_eq!(a.hits(), 3);
+    assert_eq!(a.hits(), 2);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let a = spawn_backend("a").await;
+    let mut config = config(&[&a]);
+    config.timeouts.client_header = Duration::from_millis(300);
+    let idle = Duration::from_millis(1500);
+    config.timeouts.keep_alive_idle = idle;
+    let balancer = spawn_balancer(config).await;
+    let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (closed, buf) = closed_within_guard(&mut stream).await;
+    assert!(closed, "the idle connection is closed");
+    // The idle clock starts after the answer, later than `started`, and timers never fire
+    // early: a close before this is some other timer's (the header timeout's) doing.
+    assert!(
+        started.elapsed() >= idle,
+        "closed {:?} after the request, before the idle timeout",
+        started.elapsed()
+    );
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    assert_eq!(a.hits(), 1);
 }
