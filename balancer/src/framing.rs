@@ -271,12 +271,17 @@ impl<IO> FramingTap<IO> {
                 self.head_done();
             }
             State::ChunkSize => {
-                let text = String::from_utf8_lossy(&self.line);
-                let size = text.split(';').next().unwrap_or("").trim();
-                self.state = match u64::from_str_radix(size, 16) {
-                    Ok(0) => State::Trailers,
-                    Ok(n) => State::ChunkData(n),
-                    Err(_) => State::Off,
+                // The backend client's rule, so both sides agree on where a body ends; a line
+                // it does not take whole (bare LF, `+5`, no digits) stops the tap.
+                use crate::upstream::chunked::parse_chunk_size;
+                self.state = match parse_chunk_size(&self.line) {
+                    Ok(httparse::Status::Complete((length, 0))) if length == self.line.len() => {
+                        State::Trailers
+                    }
+                    Ok(httparse::Status::Complete((length, n))) if length == self.line.len() => {
+                        State::ChunkData(n)
+                    }
+                    _ => State::Off,
                 };
                 self.line.clear();
             }

@@ -13,7 +13,7 @@
 //! either side said otherwise. Chunk extensions and trailers of responses are dropped.
 
 mod body;
-mod chunked;
+pub(crate) mod chunked;
 mod connection;
 mod exchange;
 mod request;
