@@ -2,6 +2,7 @@
 
 mod algorithms;
 mod backend_wire;
+mod forwarded;
 mod framing;
 mod health;
 mod helpers;
