@@ -2,6 +2,7 @@
 
 mod algorithms;
 mod backend_wire;
+mod config_errors;
 mod forwarded;
 mod framing;
 mod health;
