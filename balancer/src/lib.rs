@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod framing;
+#[cfg(test)]
+mod framing_proptests;
 pub mod health;
 pub mod pool;
 pub mod proxy;

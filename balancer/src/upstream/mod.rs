@@ -16,6 +16,8 @@ mod body;
 pub(crate) mod chunked;
 mod connection;
 mod exchange;
+#[cfg(test)]
+mod proptests;
 mod request;
 mod response;
 
