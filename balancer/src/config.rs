@@ -3,7 +3,10 @@
 //!
 //! Every value that can be wrong has its own type with a parser ([`BackendSpec`],
 //! [`Algorithm`], [`StatusRange`], [`Cidr`], durations), so the TOML deserializer reports
-//! the file, line and key of a bad value and the flag parser names the flag.
+//! the file, line and key of a bad value and the flag parser names the flag. Values that
+//! parse but are out of bounds are found by [`Config::validate`], which names where they
+//! were set too: each layer records the [`Origin`] of what it set (file and line, variable
+//! or flag) in [`Config::origins`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;

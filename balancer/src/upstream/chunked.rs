@@ -1,6 +1,7 @@
 //! An incremental decoder of the chunked transfer coding (RFC 9112 section 7.1). It yields
 //! chunk data as slices of the read buffer, without copying; extensions and trailers are
-//! read and dropped.
+//! read and dropped. [`parse_chunk_size`] is the one chunk-size rule of the balancer, used
+//! by the client-side framing tap as well.
 
 use bytes::{Buf, Bytes, BytesMut};
 
