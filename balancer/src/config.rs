@@ -276,6 +276,20 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// toml's message for a parse error, which quotes the offending line, unless that line is
+/// the sticky key's: then the line number and key only, so the secret is not printed.
+fn without_secret(text: &str, error: &toml::de::Error) -> String {
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    match line {
+        Some(line) if Some(line) == key_line(text, "sticky.key") => {
+            format!("line {line}: sticky.key: {}", error.message())
+        }
+        _ => error.to_string(),
+    }
+}
+
 /// Says where a value came from, in the words an operator will grep for.
 fn describe(origin: &Origin) -> String {
     match origin {
@@ -339,7 +353,7 @@ impl Config {
             })?;
             let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
                 path: path.to_owned(),
-                message: e.to_string(),
+                message: without_secret(&text, &e),
             })?;
             parsed.apply(&mut config);
             config.origins.record_file(path, &text);

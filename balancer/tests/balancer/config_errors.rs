@@ -203,3 +203,17 @@ fn a_conflict_between_two_values_blames_the_one_that_was_set() {
         "{error}"
     );
 }
+
+#[test]
+fn a_sticky_key_that_does_not_parse_is_not_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "backends = [\"127.0.0.1:9\"]\n[sticky]\nkey = \"half-written-secret\n",
+    );
+    let error = Config::load(Some(&path), Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("line 3: sticky.key"), "{error}");
+    assert!(!error.contains("half-written"), "{error}");
+}
