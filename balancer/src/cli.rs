@@ -6,9 +6,13 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{Algorithm, BackendSpec, Config, ConfigError, Overrides, parse_duration};
+use crate::config::{
+    Algorithm, BackendSpec, Config, ConfigError, Origin, Overrides, parse_duration,
+};
+use crate::sticky::StickyKey;
 
 #[derive(Debug, Parser)]
 #[command(name = "balancer", version, about = "hitscale's HTTP load balancer")]
@@ -54,7 +58,77 @@ pub struct Cli {
     /// everything on the main thread: no work stealing, no cross-thread wake-ups.
     #[arg(long, env = "BALANCER_THREADS", global = true)]
     pub threads: Option<NonZeroUsize>,
+    /// Secret key of the sticky cookie's MAC, at least 16 bytes; give every balancer the
+    /// same one. Without it, each process draws a random key at start-up, so cookies do not
+    /// survive a restart and are not shared between balancers.
+    #[arg(long, env = "BALANCER_STICKY_KEY", hide_env_values = true, value_parser = sticky_key)]
+    pub sticky_key: Option<StickyKey>,
+    /// The arguments whose value came from their environment variable, not a flag.
+    #[arg(skip)]
+    pub from_env: Vec<String>,
 }
+
+/// Never fails, so clap never quotes the secret in an error; `Config::validate` checks
+/// its length and says where it came from.
+fn sticky_key(text: &str) -> Result<StickyKey, std::convert::Infallible> {
+    Ok(StickyKey::from_text(text.to_owned()))
+}
+
+/// For each argument that overrides the file: its id, its config-file key, its flag and
+/// its variable.
+const OVERRIDES: [(&str, &str, &str, &str); 11] = [
+    ("listen", "listen", "--listen", "BALANCER_LISTEN"),
+    ("backends", "backends", "--backend", "BALANCER_BACKENDS"),
+    (
+        "algorithm",
+        "algorithm",
+        "--algorithm",
+        "BALANCER_ALGORITHM",
+    ),
+    ("sticky", "sticky.enabled", "--sticky", "BALANCER_STICKY"),
+    (
+        "sticky_key",
+        "sticky.key",
+        "--sticky-key",
+        "BALANCER_STICKY_KEY",
+    ),
+    (
+        "health_path",
+        "health.path",
+        "--health-path",
+        "BALANCER_HEALTH_PATH",
+    ),
+    (
+        "health_interval",
+        "health.interval",
+        "--health-interval",
+        "BALANCER_HEALTH_INTERVAL",
+    ),
+    (
+        "health_timeout",
+        "health.timeout",
+        "--health-timeout",
+        "BALANCER_HEALTH_TIMEOUT",
+    ),
+    (
+        "health_rise",
+        "health.rise",
+        "--health-rise",
+        "BALANCER_HEALTH_RISE",
+    ),
+    (
+        "health_fall",
+        "health.fall",
+        "--health-fall",
+        "BALANCER_HEALTH_FALL",
+    ),
+    (
+        "resolve_interval",
+        "discovery.resolve_interval",
+        "--resolve-interval",
+        "BALANCER_RESOLVE_INTERVAL",
+    ),
+];
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -68,9 +142,68 @@ pub enum Command {
 }
 
 impl Cli {
+    /// Parses the process's arguments and environment, noting which values came from the
+    /// environment; exits with status 2 and a message naming the flag or variable on error.
+    pub fn parse_recording_sources() -> Self {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match Self::try_parse_recording_sources(&args) {
+            Ok(cli) => cli,
+            Err(error) => name_the_variable(error, &args).exit(),
+        }
+    }
+
+    /// Like `try_parse_from`, and records in `from_env` which values came from variables.
+    pub fn try_parse_recording_sources<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        cli.from_env = matches
+            .ids()
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::EnvVariable))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Ok(cli)
+    }
+
+    /// Where the value of argument `id` came from: its variable or its flag.
+    fn origin(&self, id: &str) -> Option<(&'static str, Origin)> {
+        let &(_, key, flag, var) = OVERRIDES.iter().find(|(i, ..)| *i == id)?;
+        let origin = if self.from_env.iter().any(|e| e == id) {
+            Origin::Env(var)
+        } else {
+            Origin::Flag(flag)
+        };
+        Some((key, origin))
+    }
+
     /// Merges environment/flags over the file and defaults. `backends_env` is the value of
     /// BALANCER_BACKENDS, passed in so tests need not touch the process environment.
     pub fn into_config(self, backends_env: Option<String>) -> Result<Config, ConfigError> {
+        let mut origins = Vec::new();
+        for (id, set) in [
+            ("listen", self.listen.is_some()),
+            ("algorithm", self.algorithm.is_some()),
+            ("sticky", self.sticky.is_some()),
+            ("sticky_key", self.sticky_key.is_some()),
+            ("health_path", self.health_path.is_some()),
+            ("health_interval", self.health_interval.is_some()),
+            ("health_timeout", self.health_timeout.is_some()),
+            ("health_rise", self.health_rise.is_some()),
+            ("health_fall", self.health_fall.is_some()),
+            ("resolve_interval", self.resolve_interval.is_some()),
+        ] {
+            if set {
+                origins.extend(self.origin(id));
+            }
+        }
+        if !self.backends.is_empty() {
+            origins.push(("backends", Origin::Flag("--backend")));
+        } else if backends_env.is_some() {
+            origins.push(("backends", Origin::Env("BALANCER_BACKENDS")));
+        }
         let backends = if self.backends.is_empty() {
             match backends_env {
                 Some(list) => list
@@ -97,6 +230,8 @@ impl Cli {
             health_rise: self.health_rise,
             health_fall: self.health_fall,
             resolve_interval: self.resolve_interval,
+            sticky_key: self.sticky_key,
+            origins,
         };
         Config::load(self.config.as_deref(), overrides)
     }
@@ -113,6 +248,42 @@ impl Cli {
             ip => ip,
         };
         SocketAddr::new(ip, listen.port())
+    }
+}
+
+/// Clap names the flag of a value it cannot parse even when the value came from the
+/// environment; this names the variable instead, which is where the operator must look.
+fn name_the_variable(error: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return error;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    let flag = arg.split([' ', '=']).next().unwrap_or_default();
+    let on_command_line = args.iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    let var = Cli::command()
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|long| format!("--{long}") == flag))
+        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+    match var {
+        Some(var) if !on_command_line => {
+            let rendered = error.to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("environment variable {var}: {message}\n"),
+            )
+        }
+        _ => error,
     }
 }
 

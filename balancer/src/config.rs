@@ -3,7 +3,10 @@
 //!
 //! Every value that can be wrong has its own type with a parser ([`BackendSpec`],
 //! [`Algorithm`], [`StatusRange`], [`Cidr`], durations), so the TOML deserializer reports
-//! the file, line and key of a bad value and the flag parser names the flag.
+//! the file, line and key of a bad value and the flag parser names the flag. Values that
+//! parse but are out of bounds are found by [`Config::validate`], which names where they
+//! were set too: each layer records the [`Origin`] of what it set (file and line, variable
+//! or flag) in [`Config::origins`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -12,6 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::sticky::{MIN_KEY_BYTES, StickyKey};
 
 /// Everything the balancer needs to run, after all layers are merged and checked.
 #[derive(Debug, Clone)]
@@ -29,6 +34,8 @@ pub struct Config {
     pub limits: Limits,
     pub retry: RetryConfig,
     pub forwarding: ForwardingConfig,
+    /// Where each value that is not a default came from, so errors can say.
+    pub origins: Origins,
 }
 
 #[derive(Debug, Clone)]
@@ -69,9 +76,10 @@ pub struct StickyConfig {
     pub max_age: Option<Duration>,
     /// Keep the cookie on the request sent to the backend (stripped by default).
     pub forward_cookie: bool,
-    /// Key of the hash that turns a backend address into an opaque cookie value. Give every
-    /// balancer instance the same key so they agree on ids.
-    pub key: String,
+    /// Secret key of the MAC that turns a backend address into an opaque cookie value
+    /// (at least 16 bytes). Give every balancer instance the same key so they agree on
+    /// values; `None` makes each process draw its own at start-up.
+    pub key: Option<StickyKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,7 +165,7 @@ impl Default for Config {
                 cookie: "hitscale_backend".to_owned(),
                 max_age: None,
                 forward_cookie: false,
-                key: "hitscale-sticky-v1".to_owned(),
+                key: None,
             },
             timeouts: Timeouts {
                 connect: Duration::from_secs(3),
@@ -181,7 +189,118 @@ impl Default for Config {
                 budget_min: 10,
             },
             forwarding: ForwardingConfig::default(),
+            origins: Origins::default(),
         }
+    }
+}
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    /// A key in the config file, with its line when it could be found.
+    File {
+        path: PathBuf,
+        line: Option<usize>,
+    },
+    Env(&'static str),
+    Flag(&'static str),
+}
+
+/// The origin of every value set by the file, the environment or a flag, by its dotted key
+/// in the config file (`health.interval`); values not listed kept their default.
+#[derive(Debug, Clone, Default)]
+pub struct Origins(Vec<(String, Origin)>);
+
+impl Origins {
+    pub fn set(&mut self, key: impl Into<String>, origin: Origin) {
+        let key = key.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = origin,
+            None => self.0.push((key, origin)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Origin {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(Origin::Default, |(_, origin)| origin.clone())
+    }
+
+    /// Records every key present in a parsed config file.
+    fn record_file(&mut self, path: &Path, text: &str) {
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return;
+        };
+        for (name, value) in &table {
+            let keys: Vec<String> = match value {
+                toml::Value::Table(section) => {
+                    section.keys().map(|k| format!("{name}.{k}")).collect()
+                }
+                _ => vec![name.clone()],
+            };
+            for key in keys {
+                let line = key_line(text, &key);
+                self.set(
+                    key,
+                    Origin::File {
+                        path: path.to_owned(),
+                        line,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The line (1-based) where `section.name` (or a top-level `name`) is set in TOML `text`.
+/// A plain scan: enough for the usual layout, `None` for exotic ones.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.split_once('.').unwrap_or(("", key));
+    let mut current = "";
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix('[') {
+            current = rest.split(']').next().unwrap_or("").trim();
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().trim_matches('"');
+        if (current == section && k == name) || (current.is_empty() && k == key) {
+            return Some(index + 1);
+        }
+    }
+    None
+}
+
+/// toml's message for a parse error, which quotes the offending line, unless that line is
+/// the sticky key's: then the line number and key only, so the secret is not printed.
+fn without_secret(text: &str, error: &toml::de::Error) -> String {
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    match line {
+        Some(line) if Some(line) == key_line(text, "sticky.key") => {
+            format!("line {line}: sticky.key: {}", error.message())
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// Says where a value came from, in the words an operator will grep for.
+fn describe(origin: &Origin) -> String {
+    match origin {
+        Origin::Default => "built-in default".to_owned(),
+        Origin::File {
+            path,
+            line: Some(line),
+        } => format!("config file {}:{line}", path.display()),
+        Origin::File { path, line: None } => format!("config file {}", path.display()),
+        Origin::Env(var) => format!("environment variable {var}"),
+        Origin::Flag(flag) => format!("flag {flag}"),
     }
 }
 
@@ -197,6 +316,9 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
     #[error("environment variable {var}: {message}")]
     Env { var: &'static str, message: String },
+    /// A value that parsed but is out of bounds; `source` says where it was set.
+    #[error("{origin}: {message}")]
+    Value { origin: String, message: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -214,6 +336,9 @@ pub struct Overrides {
     pub health_rise: Option<NonZeroU32>,
     pub health_fall: Option<NonZeroU32>,
     pub resolve_interval: Option<Duration>,
+    pub sticky_key: Option<StickyKey>,
+    /// Where each value above came from (an environment variable or a flag), by config key.
+    pub origins: Vec<(&'static str, Origin)>,
 }
 
 impl Config {
@@ -228,43 +353,156 @@ impl Config {
             })?;
             let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
                 path: path.to_owned(),
-                message: e.to_string(),
+                message: without_secret(&text, &e),
             })?;
             parsed.apply(&mut config);
+            config.origins.record_file(path, &text);
         }
         overrides.apply(&mut config);
         config.validate()?;
         Ok(config)
     }
 
-    /// Cross-field checks that single-value parsers cannot make.
+    /// The error for a bad value of `key`, naming where that value was set.
+    fn invalid(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
+        ConfigError::Value {
+            origin: describe(&self.origins.get(key)),
+            message: format!("{key} {message}"),
+        }
+    }
+
+    /// Bounds on each value and cross-field checks that single-value parsers cannot make.
+    /// Every error names the source of the offending value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.backends.is_empty() {
             return Err(ConfigError::Invalid(
                 "no backends: give --backend HOST:PORT, BALANCER_BACKENDS or `backends` in the config file".into(),
             ));
         }
-        if self.health.timeout.is_zero() || self.health.interval.is_zero() {
-            return Err(ConfigError::Invalid(
-                "health.interval and health.timeout must be greater than zero".into(),
-            ));
+        const MS: Duration = Duration::from_millis(1);
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
+        let durations = [
+            ("health.interval", self.health.interval, MS, DAY),
+            ("health.timeout", self.health.timeout, MS, DAY),
+            ("passive.base_ejection", self.passive.base_ejection, MS, DAY),
+            ("passive.max_ejection", self.passive.max_ejection, MS, DAY),
+            (
+                "discovery.resolve_interval",
+                self.discovery.resolve_interval,
+                MS,
+                DAY,
+            ),
+            (
+                "discovery.resolve_timeout",
+                self.discovery.resolve_timeout,
+                MS,
+                DAY,
+            ),
+            ("timeouts.connect", self.timeouts.connect, MS, DAY),
+            (
+                "timeouts.response_header",
+                self.timeouts.response_header,
+                MS,
+                DAY,
+            ),
+            (
+                "timeouts.client_header",
+                self.timeouts.client_header,
+                MS,
+                DAY,
+            ),
+            (
+                "timeouts.keep_alive_idle",
+                self.timeouts.keep_alive_idle,
+                MS,
+                DAY,
+            ),
+            ("timeouts.tunnel_idle", self.timeouts.tunnel_idle, MS, DAY),
+            (
+                "timeouts.shutdown_grace",
+                self.timeouts.shutdown_grace,
+                MS,
+                DAY,
+            ),
+            ("timeouts.pool_idle", self.timeouts.pool_idle, MS, DAY),
+        ]
+        .into_iter()
+        .chain(
+            self.sticky
+                .max_age
+                .map(|age| ("sticky.max_age", age, Duration::from_secs(1), 10 * YEAR)),
+        );
+        for (key, value, min, max) in durations {
+            if !(min..=max).contains(&value) {
+                return Err(self.invalid(
+                    key,
+                    format_args!("is {value:?}: must be between {min:?} and {max:?}"),
+                ));
+            }
         }
-        if self.discovery.resolve_interval.is_zero() {
-            return Err(ConfigError::Invalid(
-                "discovery.resolve_interval must be greater than zero".into(),
+        let counts = [
+            ("health.rise", self.health.rise.get() as usize, 1, 1000),
+            ("health.fall", self.health.fall.get() as usize, 1, 1000),
+            (
+                "passive.failures",
+                self.passive.failures.get() as usize,
+                1,
+                1000,
+            ),
+            (
+                "limits.max_connections",
+                self.limits.max_connections,
+                1,
+                1_000_000,
+            ),
+            // Below a few hundred bytes no browser request fits; above 1 MiB a head is an attack.
+            (
+                "limits.max_header_bytes",
+                self.limits.max_header_bytes,
+                1024,
+                1024 * 1024,
+            ),
+            // The framing tap parses heads with room for 128 headers.
+            ("limits.max_headers", self.limits.max_headers, 1, 128),
+            (
+                "limits.max_idle_per_backend",
+                self.limits.max_idle_per_backend,
+                0,
+                100_000,
+            ),
+            (
+                "retry.max_attempts",
+                self.retry.max_attempts.get() as usize,
+                1,
+                100,
+            ),
+            (
+                "retry.budget_min",
+                self.retry.budget_min as usize,
+                0,
+                1_000_000,
+            ),
+        ];
+        for (key, value, min, max) in counts {
+            if !(min..=max).contains(&value) {
+                return Err(self.invalid(key, format_args!("is {value}: must be {min}-{max}")));
+            }
+        }
+        if !(0.0..=10.0).contains(&self.retry.budget_ratio) {
+            return Err(self.invalid("retry.budget_ratio", "must be between 0 and 10"));
+        }
+        if self.passive.base_ejection > self.passive.max_ejection {
+            let key = self.set_one_of("passive.base_ejection", "passive.max_ejection");
+            return Err(self.invalid(
+                key,
+                "makes passive.base_ejection exceed passive.max_ejection",
             ));
         }
         if let Some(path) = &self.health.path
             && !path.starts_with('/')
         {
-            return Err(ConfigError::Invalid(format!(
-                "health.path {path:?} must start with '/'"
-            )));
-        }
-        if self.passive.base_ejection > self.passive.max_ejection {
-            return Err(ConfigError::Invalid(
-                "passive.base_ejection must not exceed passive.max_ejection".into(),
-            ));
+            return Err(self.invalid("health.path", format_args!("{path:?} must start with '/'")));
         }
         if self.sticky.cookie.is_empty()
             || !self
@@ -273,35 +511,36 @@ impl Config {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
-            return Err(ConfigError::Invalid(format!(
-                "sticky.cookie {:?} must be a non-empty token of letters, digits, '-', '_' or '.'",
-                self.sticky.cookie
-            )));
-        }
-        if !(0.0..=10.0).contains(&self.retry.budget_ratio) {
-            return Err(ConfigError::Invalid(
-                "retry.budget_ratio must be between 0 and 10".into(),
+            return Err(self.invalid(
+                "sticky.cookie",
+                format_args!(
+                    "{:?} must be a non-empty token of letters, digits, '-', '_' or '.'",
+                    self.sticky.cookie
+                ),
             ));
         }
-        if !(1..=1_000_000).contains(&self.limits.max_connections) || self.limits.max_headers == 0 {
-            return Err(ConfigError::Invalid(
-                "limits.max_connections must be 1-1000000 and limits.max_headers greater than zero"
-                    .into(),
+        if let Some(key) = &self.sticky.key
+            && key.len() < MIN_KEY_BYTES
+        {
+            // The key itself is never repeated: only its length.
+            return Err(self.invalid(
+                "sticky.key",
+                format_args!(
+                    "has {} bytes: it must have at least {MIN_KEY_BYTES} bytes (generate one with e.g. `openssl rand -hex 32`)",
+                    key.len()
+                ),
             ));
-        }
-        for (name, value) in [
-            ("timeouts.connect", self.timeouts.connect),
-            ("timeouts.response_header", self.timeouts.response_header),
-            ("timeouts.client_header", self.timeouts.client_header),
-            ("timeouts.keep_alive_idle", self.timeouts.keep_alive_idle),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} must be greater than zero"
-                )));
-            }
         }
         Ok(())
+    }
+
+    /// Of two keys whose values conflict, the one the operator set (not a default).
+    fn set_one_of<'a>(&self, first: &'a str, second: &'a str) -> &'a str {
+        if self.origins.get(first) == Origin::Default {
+            second
+        } else {
+            first
+        }
     }
 }
 
@@ -336,6 +575,12 @@ impl Overrides {
         }
         if let Some(v) = self.resolve_interval {
             config.discovery.resolve_interval = v;
+        }
+        if let Some(v) = self.sticky_key {
+            config.sticky.key = Some(v);
+        }
+        for (key, origin) in self.origins {
+            config.origins.set(key, origin);
         }
     }
 }
@@ -622,7 +867,9 @@ struct FileSticky {
     #[serde(default, deserialize_with = "opt_duration")]
     max_age: Option<Duration>,
     forward_cookie: Option<bool>,
-    key: Option<String>,
+    // Never echoed: a parse error would quote it, so only its length is checked, later.
+    #[serde(default, deserialize_with = "opt_key")]
+    key: Option<StickyKey>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -716,7 +963,9 @@ impl FileConfig {
             c.sticky.max_age = s.max_age;
         }
         set(&mut c.sticky.forward_cookie, s.forward_cookie);
-        set(&mut c.sticky.key, s.key);
+        if s.key.is_some() {
+            c.sticky.key = s.key;
+        }
         let t = self.timeouts;
         set(&mut c.timeouts.connect, t.connect);
         set(&mut c.timeouts.response_header, t.response_header);
@@ -764,6 +1013,10 @@ where
         .iter()
         .map(|s| s.parse().map_err(serde::de::Error::custom))
         .collect()
+}
+
+fn opt_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StickyKey>, D::Error> {
+    String::deserialize(d).map(|text| Some(StickyKey::from_text(text)))
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -32,7 +32,8 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(config: &Config, registry: Arc<Registry>) -> Self {
+    /// `sticky` names backends in cookies; the proxy must use the same one.
+    pub fn new(config: &Config, registry: Arc<Registry>, sticky: Sticky) -> Self {
         let initial_health = if config.health.path.is_some() && config.health.wait_for_first_pass {
             Health::Pending
         } else {
@@ -42,7 +43,7 @@ impl Discovery {
             specs: config.backends.clone(),
             last_known: vec![Vec::new(); config.backends.len()],
             registry,
-            sticky: Sticky::new(&config.sticky),
+            sticky,
             initial_health,
             resolve_timeout: config.discovery.resolve_timeout,
             max_idle: config.limits.max_idle_per_backend,
@@ -138,6 +139,11 @@ async fn resolve(spec: &BackendSpec, timeout: Duration) -> std::io::Result<Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sticky::StickyKey;
+
+    fn sticky(config: &Config) -> Sticky {
+        Sticky::new(&config.sticky, &StickyKey::random().unwrap())
+    }
 
     #[tokio::test]
     async fn changes_swap_the_set_keep_survivors_and_drain_the_removed() {
@@ -149,7 +155,7 @@ mod tests {
             ..Config::default()
         };
         let registry = Arc::new(Registry::default());
-        let mut discovery = Discovery::new(&config, registry.clone());
+        let mut discovery = Discovery::new(&config, registry.clone(), sticky(&config));
         discovery.refresh().await;
         let first = registry.load_full();
         assert_eq!(first.backends.len(), 2);
@@ -187,7 +193,7 @@ mod tests {
             ..Config::default()
         };
         let registry = Arc::new(Registry::default());
-        let mut discovery = Discovery::new(&config, registry.clone());
+        let mut discovery = Discovery::new(&config, registry.clone(), sticky(&config));
         discovery.refresh().await;
         discovery.specs = vec!["name.invalid:7001".parse().unwrap()];
         discovery.resolve_timeout = Duration::from_millis(500);

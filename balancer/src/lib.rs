@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod framing;
+#[cfg(test)]
+mod framing_proptests;
 pub mod health;
 pub mod pool;
 pub mod proxy;
@@ -45,10 +47,26 @@ pub struct Balancer {
 impl Balancer {
     /// Binds the listener, resolves the backends and starts discovery and health checks.
     pub async fn build(config: Config) -> std::io::Result<Self> {
+        let key = match &config.sticky.key {
+            Some(key) => key.clone(),
+            None => {
+                if config.sticky.enabled {
+                    tracing::warn!(
+                        "no sticky key configured (sticky.key, --sticky-key or BALANCER_STICKY_KEY): \
+                         using a random one, so sticky cookies will not survive a restart \
+                         nor be understood by another balancer"
+                    );
+                }
+                sticky::StickyKey::random()?
+            }
+        };
+        // One instance for discovery (which names backends) and the proxy (which reads the
+        // names back), so both always use the same key.
+        let sticky = Sticky::new(&config.sticky, &key);
         let config = Arc::new(config);
         let listener = TcpListener::bind(config.listen).await?;
         let registry = Arc::new(Registry::default());
-        let mut discovery = Discovery::new(&config, registry.clone());
+        let mut discovery = Discovery::new(&config, registry.clone(), sticky.clone());
         discovery.refresh().await;
         let mut background = vec![
             discovery.spawn(config.discovery.resolve_interval),
@@ -65,7 +83,7 @@ impl Balancer {
                 config.health.clone(),
             ));
         }
-        let sticky = config.sticky.enabled.then(|| Sticky::new(&config.sticky));
+        let sticky = config.sticky.enabled.then_some(sticky);
         let proxy = Arc::new(Proxy::new(
             config.clone(),
             registry.clone(),

@@ -5,10 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use balancer::Balancer;
 use balancer::cli::{Cli, Command};
-use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_recording_sources();
     if let Some(Command::Healthcheck { addr }) = &cli.command {
         let target = cli.healthcheck_addr(*addr);
         return if balancer::healthcheck(target) {

@@ -191,6 +191,16 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|token| !token.is_empty())
 }
 
+/// httparse's chunk-size parser (the balancer uses the same one), which refuses signs,
+/// `0x` and over-long sizes, with one more demand: at least one digit, since httparse reads
+/// an empty size line as 0.
+fn chunk_size(buf: &[u8]) -> Result<httparse::Status<(usize, u64)>, httparse::InvalidChunkSize> {
+    match buf.first() {
+        Some(b) if !b.is_ascii_hexdigit() => Err(httparse::InvalidChunkSize),
+        _ => httparse::parse_chunk_size(buf),
+    }
+}
+
 /// Skips a chunked body, fed whatever bytes have arrived.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkedDecoder {
@@ -210,7 +220,7 @@ impl ChunkedDecoder {
             let rest = &input[used..];
             match *self {
                 ChunkedDecoder::Done => return Ok(used),
-                ChunkedDecoder::Size => match httparse::parse_chunk_size(rest) {
+                ChunkedDecoder::Size => match chunk_size(rest) {
                     Ok(httparse::Status::Complete((length, 0))) => {
                         used += length;
                         *self = ChunkedDecoder::Trailer;
@@ -561,9 +571,27 @@ mod tests {
     #[test]
     fn malformed_chunked_bodies_are_body_errors() {
         assert_eq!(decode_all(b"zz\r\n", 4), Err(ErrorKind::Body));
+        for size in [
+            "+5",
+            "-5",
+            "0x5",
+            " 5",
+            "",
+            ";ext",
+            "5 5",
+            "12345678901234567",
+        ] {
+            let body = format!("{size}\r\nhello\r\n0\r\n\r\n");
+            assert_eq!(
+                decode_all(body.as_bytes(), 64),
+                Err(ErrorKind::Body),
+                "{size:?}"
+            );
+        }
         assert_eq!(decode_all(b"2\r\nokXX", 8), Err(ErrorKind::Body));
         assert_eq!(decode_all(b"0\r\nbad\n", 8), Err(ErrorKind::Body));
-        let endless_size_line = vec![b'1'; MAX_CHUNK_LINE + 1];
+        let mut endless_size_line = b"1;".to_vec();
+        endless_size_line.resize(MAX_CHUNK_LINE + 1, b'x');
         assert_eq!(decode_all(&endless_size_line, 64), Err(ErrorKind::Body));
         // Cut short: the caller sees the end of the stream first.
         assert_eq!(decode_all(b"5\r\nab", 8), Err(ErrorKind::Closed));

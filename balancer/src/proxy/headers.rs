@@ -1,8 +1,12 @@
 //! Header rules at the proxy boundary: hop-by-hop headers (RFC 9110 7.6.1) stay on their
-//! hop, and the X-Forwarded-* / X-Real-IP headers tell the backend who the client is.
-//! Incoming forwarding headers are believed only from configured trusted proxies.
+//! hop, the X-Forwarded-* / X-Real-IP headers tell the backend who the client is, and
+//! X-Request-Id ties the balancer's log lines to the app's. Incoming forwarding headers and
+//! request ids are believed only from configured trusted proxies: from anyone else every
+//! `X-Forwarded-*`, `Forwarded` and `X-Real-IP` is dropped, whatever its suffix, since an
+//! app may trust any of them (`X-Forwarded-Port`, `-Prefix`, ...).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -12,6 +16,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -116,15 +121,13 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[Cidr]
     if !peer_trusted {
         // The common case, kept cheap: the peer is the client. Clients rarely send these
         // headers, so look for them in one pass before removing any.
-        let forwarding = [
-            &X_FORWARDED_FOR,
-            &X_REAL_IP,
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-            &header::FORWARDED,
-        ];
-        if headers.keys().any(|name| forwarding.contains(&name)) {
-            for name in forwarding {
+        if headers.keys().any(is_forwarding) {
+            let names: Vec<HeaderName> = headers
+                .keys()
+                .filter(|n| is_forwarding(n))
+                .cloned()
+                .collect();
+            for name in &names {
                 headers.remove(name);
             }
         }
@@ -187,6 +190,88 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[Cidr]
     headers.insert(&X_FORWARDED_PROTO, proto);
     if let Some(v) = forwarded_host {
         headers.insert(&X_FORWARDED_HOST, v);
+    }
+}
+
+/// Whether a client-sent header claims something about the path the request took: any
+/// `x-forwarded-*`, `forwarded` or `x-real-ip`. Names are lower case in a `HeaderMap`.
+fn is_forwarding(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    match name.as_bytes().first() {
+        Some(b'x') => name.starts_with("x-forwarded-") || name == "x-real-ip",
+        Some(b'f') => name == "forwarded",
+        _ => false,
+    }
+}
+
+/// Whether `peer` is one of the trusted proxies.
+pub fn is_trusted(peer: SocketAddr, trusted: &[Cidr]) -> bool {
+    !trusted.is_empty() && trusted.iter().any(|c| c.contains(canonical(peer.ip())))
+}
+
+/// Makes request ids: a random per-process prefix and a counter, so ids are unique across
+/// balancer instances and restarts without a random draw per request.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        let mut bytes = [0u8; 8];
+        let prefix = match getrandom::fill(&mut bytes) {
+            Ok(()) => u64::from_le_bytes(bytes),
+            // Without the OS's random source, time and process id still differ per process.
+            Err(_) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                nanos ^ (u64::from(std::process::id()) << 32)
+            }
+        };
+        Self {
+            prefix,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// A new id: 32 lower-case hex digits.
+    pub fn next(&self) -> HeaderValue {
+        let count = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut text = [0u8; 32];
+        for (i, byte) in self
+            .prefix
+            .to_be_bytes()
+            .into_iter()
+            .chain(count.to_be_bytes())
+            .enumerate()
+        {
+            text[2 * i] = b"0123456789abcdef"[usize::from(byte >> 4)];
+            text[2 * i + 1] = b"0123456789abcdef"[usize::from(byte & 0xf)];
+        }
+        HeaderValue::from_bytes(&text).expect("hex digits are a valid value")
+    }
+
+    /// Sets the request's X-Request-Id and returns it: a trusted proxy's own is kept if it
+    /// is short and printable, anything else is replaced by a new one.
+    pub fn assign(&self, headers: &mut HeaderMap, trusted: bool) -> HeaderValue {
+        if trusted
+            && let Some(id) = headers.get(&X_REQUEST_ID)
+            && (1..=128).contains(&id.len())
+            && id.as_bytes().iter().all(u8::is_ascii_graphic)
+        {
+            return id.clone();
+        }
+        let id = self.next();
+        headers.insert(&X_REQUEST_ID, id.clone());
+        id
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -292,5 +377,60 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "198.51.100.7, 203.0.113.9");
         assert_eq!(h["x-real-ip"], "198.51.100.7");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn every_forwarding_claim_of_an_untrusted_client_is_dropped() {
+        let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+        let mut h = map(&[
+            ("host", "example.com"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-server", "internal"),
+            ("x-forwarded-ssl", "on"),
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("x-forwarded", "kept: not a forwarded- header"),
+            ("x-forwardedfor", "kept"),
+            ("x-other", "kept"),
+        ]);
+        set_forwarded(&mut h, peer, &[]);
+        for gone in [
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+            "x-forwarded-ssl",
+            "forwarded",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} survived");
+        }
+        for kept in ["x-forwarded", "x-forwardedfor", "x-other"] {
+            assert!(h.contains_key(kept), "{kept} was dropped");
+        }
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_only_trusted_ones_are_kept() {
+        let ids = RequestIds::new();
+        let (a, b) = (ids.next(), ids.next());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert_ne!(
+            RequestIds::new().next(),
+            a,
+            "another process has another prefix"
+        );
+
+        let mut h = map(&[("x-request-id", "from-the-client")]);
+        let id = ids.assign(&mut h, false);
+        assert_ne!(id, "from-the-client");
+        assert_eq!(h["x-request-id"], id);
+
+        let mut h = map(&[("x-request-id", "from-a-trusted-proxy")]);
+        assert_eq!(ids.assign(&mut h, true), "from-a-trusted-proxy");
+        let mut h = map(&[("x-request-id", "has spaces")]);
+        assert_ne!(ids.assign(&mut h, true), "has spaces");
+        let mut h = HeaderMap::new();
+        assert_eq!(ids.assign(&mut h, true).len(), 32);
     }
 }

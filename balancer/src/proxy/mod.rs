@@ -21,6 +21,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use tracing::Instrument as _;
 
 use crate::backend::{Backend, Registry, now_millis};
 use crate::config::Config;
@@ -41,6 +42,7 @@ pub struct Proxy {
     sticky: Option<Sticky>,
     budget: RetryBudget,
     tunnels: upgrade::Tunnels,
+    ids: headers::RequestIds,
 }
 
 /// The parts of the client's request that every attempt reuses.
@@ -74,6 +76,7 @@ impl Proxy {
             sticky,
             budget,
             tunnels: upgrade::Tunnels::default(),
+            ids: headers::RequestIds::new(),
         }
     }
 
@@ -85,18 +88,24 @@ impl Proxy {
     pub async fn handle(
         &self,
         peer: SocketAddr,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
     ) -> Response<ClientBody> {
+        // Set first, so the backend gets it and every log line about the request names it.
+        let trusted = headers::is_trusted(peer, &self.config.forwarding.trusted_proxies);
+        let request_id = self.ids.assign(request.headers_mut(), trusted);
+        let request_id = request_id.to_str().unwrap_or_default();
         let method = request.method().clone();
         // A cheap reference-counted copy, only read if the request fails.
         let uri = request.uri().clone();
-        match self.forward(peer, request).await {
+        // Debug level: at the usual `info` the span is never built, so it costs nothing.
+        let span = tracing::debug_span!("request", request_id);
+        match self.forward(peer, request).instrument(span).await {
             Ok(response) => response,
             Err(error) => {
                 if error.status().is_server_error() {
-                    tracing::warn!(%peer, %method, path = uri.path(), %error, status = error.status().as_u16(), "request failed");
+                    tracing::warn!(%peer, %method, path = uri.path(), request_id, %error, status = error.status().as_u16(), "request failed");
                 } else {
-                    tracing::debug!(%peer, %method, path = uri.path(), %error, "request refused");
+                    tracing::debug!(%peer, %method, path = uri.path(), request_id, %error, "request refused");
                 }
                 error.into_response()
             }
@@ -203,6 +212,7 @@ impl Proxy {
                 .await
             {
                 Attempt::Answered(mut response) => {
+                    tracing::debug!(backend = %backend.addr, status = response.status().as_u16(), "answered");
                     if let Some(sticky) = &self.sticky
                         && requested.as_deref() != Some(backend.sticky_id.as_str())
                     {

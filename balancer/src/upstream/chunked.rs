@@ -1,6 +1,7 @@
 //! An incremental decoder of the chunked transfer coding (RFC 9112 section 7.1). It yields
 //! chunk data as slices of the read buffer, without copying; extensions and trailers are
-//! read and dropped.
+//! read and dropped. [`parse_chunk_size`] is the one chunk-size rule of the balancer, used
+//! by the client-side framing tap as well.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -78,10 +79,19 @@ impl Decoder {
             match self.state {
                 State::Done | State::Data(_) => return Ok(()),
                 State::Size => {
-                    let Some(line) = take_line(buf)? else {
-                        return Ok(());
+                    let size = match parse_chunk_size(buf)? {
+                        httparse::Status::Complete((length, _)) if length > MAX_LINE + 2 => {
+                            return Err(ChunkError::TooLong);
+                        }
+                        httparse::Status::Complete((length, size)) => {
+                            buf.advance(length);
+                            size
+                        }
+                        httparse::Status::Partial if buf.len() > MAX_LINE => {
+                            return Err(ChunkError::TooLong);
+                        }
+                        httparse::Status::Partial => return Ok(()),
                     };
-                    let size = parse_size(&line)?;
                     self.state = if size == 0 {
                         State::Trailers(0)
                     } else {
@@ -131,19 +141,17 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, ChunkError> {
     }
 }
 
-/// The hexadecimal size before any `;extension`, with optional whitespace before the `;`.
-fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
-    let digits = line.split(|&b| b == b';').next().unwrap_or(&[]);
-    let digits = digits.trim_ascii_end();
-    if digits.is_empty() || digits.len() > 16 {
-        return Err(ChunkError::Size);
+/// The one chunk-size rule (RFC 9112 section 7.1), for the client side (the framing tap)
+/// and the backend side alike: httparse's parser, which refuses signs (`+5`), `0x`,
+/// sizes of more than 16 digits and stray bytes, with one more demand: at least one digit
+/// (httparse reads an empty size line as 0, which would end a body early). On success:
+/// the length of the line with its CRLF, and the size.
+pub(crate) fn parse_chunk_size(buf: &[u8]) -> Result<httparse::Status<(usize, u64)>, ChunkError> {
+    match buf.first() {
+        None => Ok(httparse::Status::Partial),
+        Some(b) if !b.is_ascii_hexdigit() => Err(ChunkError::Size),
+        Some(_) => httparse::parse_chunk_size(buf).map_err(|_| ChunkError::Size),
     }
-    let mut size: u64 = 0;
-    for &b in digits {
-        let d = (b as char).to_digit(16).ok_or(ChunkError::Size)?;
-        size = (size << 4) | u64::from(d);
-    }
-    Ok(size)
 }
 
 #[cfg(test)]
@@ -204,10 +212,45 @@ mod tests {
             decode_in_steps(b"2\r\nhiXX", 8).unwrap_err(),
             ChunkError::Terminator
         );
-        let endless = vec![b'1'; MAX_LINE + 2];
+        let mut endless = b"1;".to_vec();
+        endless.resize(MAX_LINE + 2, b'x');
         assert_eq!(
             decode_in_steps(&endless, 1024).unwrap_err(),
             ChunkError::TooLong
+        );
+    }
+
+    #[test]
+    fn sizes_follow_the_one_rule() {
+        use httparse::Status::{Complete, Partial};
+        assert_eq!(parse_chunk_size(b"5\r\n"), Ok(Complete((3, 5))));
+        assert_eq!(parse_chunk_size(b"fF;a=b\r\n"), Ok(Complete((8, 255))));
+        assert_eq!(parse_chunk_size(b"5 ;ext\r\n"), Ok(Complete((8, 5))));
+        assert_eq!(parse_chunk_size(b"10"), Ok(Partial));
+        assert_eq!(parse_chunk_size(b""), Ok(Partial));
+        for bad in [
+            &b"+5\r\n"[..],
+            b"-5\r\n",
+            b"0x5\r\n",
+            b" 5\r\n",
+            b"\r\n",
+            b";ext\r\n",
+            b"5 5\r\n",
+            b"5\n",
+            b"5\rx",
+            b"g\r\n",
+            b"12345678901234567\r\n",
+        ] {
+            assert_eq!(
+                parse_chunk_size(bad),
+                Err(ChunkError::Size),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            decode_in_steps(b"+5\r\nhello\r\n0\r\n\r\n", 64).unwrap_err(),
+            ChunkError::Size
         );
     }
 

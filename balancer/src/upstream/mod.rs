@@ -13,9 +13,11 @@
 //! either side said otherwise. Chunk extensions and trailers of responses are dropped.
 
 mod body;
-mod chunked;
+pub(crate) mod chunked;
 mod connection;
 mod exchange;
+#[cfg(test)]
+mod proptests;
 mod request;
 mod response;
 

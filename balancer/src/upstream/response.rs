@@ -132,7 +132,12 @@ pub(super) fn body_length(
     for value in head.headers.get_all(header::CONTENT_LENGTH) {
         let text = value.to_str().map_err(|_| Invalid::ContentLength)?;
         for part in text.split(',') {
-            let n: u64 = part.trim().parse().map_err(|_| Invalid::ContentLength)?;
+            // 1*DIGIT (RFC 9110 8.6): `parse` alone would also take a sign (`+5`).
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Invalid::ContentLength);
+            }
+            let n: u64 = part.parse().map_err(|_| Invalid::ContentLength)?;
             if length.is_some_and(|l| l != n) {
                 return Err(Invalid::ContentLength);
             }
@@ -248,6 +253,13 @@ mod tests {
             .unwrap_err(),
             Invalid::ContentLength
         );
+        for signed in ["+5", "-1", "", "5 5", "0x5"] {
+            assert_eq!(
+                length(&format!("{ok}Content-Length: {signed}\r\n\r\n"), false).unwrap_err(),
+                Invalid::ContentLength,
+                "{signed:?}"
+            );
+        }
         assert_eq!(
             length(&format!("{ok}Content-Length: -1\r\n\r\n"), false).unwrap_err(),
             Invalid::ContentLength

@@ -2,6 +2,8 @@
 
 mod algorithms;
 mod backend_wire;
+mod config_errors;
+mod forwarded;
 mod framing;
 mod health;
 mod helpers;
