@@ -1,12 +1,19 @@
-//! Prometheus metrics in the text exposition format, without a metrics framework.
+//! Prometheus metrics, kept by `prometheus-client` and exposed in the OpenMetrics or the
+//! Prometheus text format, whichever the scraper asks for.
 //!
 //! Label values are bounded: routes are the router's own patterns (or `unmatched`), statuses
-//! are HTTP codes, so no client input can grow these maps.
+//! are HTTP codes, so no client input can grow these families. Every series carries this
+//! instance's id as a constant `instance` label, so that scrapes of a replica set stay apart
+//! even behind a balancer.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use axum::extract::MatchedPath;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -14,174 +21,340 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Debug, Default)]
-pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
-    hits_recorded: AtomicU64,
-    write_batches: AtomicU64,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    cache_errors: AtomicU64,
+/// What `prometheus-client`'s OpenMetrics encoder writes (it exports no constant for it).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The Prometheus text format, version 0.0.4.
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The exposition formats `/metrics` can answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text` 1.0.0, what Prometheus prefers when it scrapes.
+    OpenMetrics,
+    /// `text/plain` 0.0.4, for everything that did not ask for OpenMetrics (curl, browsers).
+    Prometheus,
 }
 
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+impl Format {
+    /// Picks the format an `Accept` header prefers: OpenMetrics only when it is named with a
+    /// weight at least that of plain text, since a scraper that cannot parse it would not
+    /// name it, and `*/*` callers are usually people reading the text.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Prometheus;
+        };
+        let (mut openmetrics, mut text) = (0.0_f32, 0.0_f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let weight = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, v)| v.trim().parse::<f32>().ok())
+                .unwrap_or(0.0);
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                openmetrics = openmetrics.max(weight);
+            } else if ["text/plain", "text/*", "*/*"]
+                .iter()
+                .any(|m| media.eq_ignore_ascii_case(m))
+            {
+                text = text.max(weight);
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Format::Prometheus => PROMETHEUS_CONTENT_TYPE,
+        }
+    }
+}
+
+/// A route label: the router's pattern, held as the router's own shared string so that
+/// labelling a request allocates nothing.
+#[derive(Debug, Clone)]
+pub enum Route {
+    Matched(MatchedPath),
+    Fixed(&'static str),
+}
+
+impl Route {
+    /// Requests no route matched (the 404 fallback); one label for all of them.
+    pub const UNMATCHED: Route = Route::Fixed("unmatched");
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(path) => path.as_str(),
+            Route::Fixed(name) => name,
+        }
+    }
+}
+
+impl From<Option<&MatchedPath>> for Route {
+    fn from(path: Option<&MatchedPath>) -> Route {
+        path.map_or(Route::UNMATCHED, |p| Route::Matched(p.clone()))
+    }
+}
+
+// By text, so a pattern matched by the router and the same text spelled out are one series.
+impl PartialEq for Route {
+    fn eq(&self, other: &Route) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl Hash for Route {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: Route,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: Route,
+}
+
+/// The app's metrics. Counters are atomics; the request families take a read lock to find
+/// an existing series (a write lock only the first time a route/status pair is seen), and a
+/// latency histogram locks only its own route's buckets.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    hits_recorded: Counter,
+    write_batches: Counter,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_errors: Counter,
 }
 
 impl Metrics {
-    pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        {
-            let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = requests.get_mut(&(route.to_owned(), status)) {
-                *n += 1;
-            } else {
-                requests.insert((route.to_owned(), status), 1);
-            }
+    /// Metrics whose every series is labelled `instance="<instance_id>"`.
+    pub fn new(instance_id: &str) -> Metrics {
+        let mut registry = Registry::with_prefix_and_labels(
+            "hits",
+            [("instance".into(), instance_id.to_owned().into())].into_iter(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(BUCKETS));
+        let hits_recorded = Counter::default();
+        let write_batches = Counter::default();
+        let cache_hits = Counter::default();
+        let cache_misses = Counter::default();
+        let cache_errors = Counter::default();
+        // The registry appends `_total` to counters and the unit to the histogram's name, and
+        // a full stop to each help text.
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer, by route",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        registry.register(
+            "recorded",
+            "Hits committed to PostgreSQL by this instance",
+            hits_recorded.clone(),
+        );
+        registry.register(
+            "write_batches",
+            "Transactions that committed hits (hits per batch = recorded / batches)",
+            write_batches.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "24-hour window sums read from Redis",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "24-hour window sums missing from Redis and computed from PostgreSQL",
+            cache_misses.clone(),
+        );
+        registry.register(
+            "cache_errors",
+            "Cache lookups that found Redis unavailable or slow",
+            cache_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            hits_recorded,
+            write_batches,
+            cache_hits,
+            cache_misses,
+            cache_errors,
         }
-        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let histogram = match latency.get_mut(route) {
-            Some(h) => h,
-            None => latency.entry(route.to_owned()).or_default(),
+    }
+
+    pub fn observe_request(&self, route: Route, status: u16, elapsed: Duration) {
+        let labels = RequestLabels { route, status };
+        self.requests.get_or_create(&labels).inc();
+        let labels = RouteLabels {
+            route: labels.route,
         };
-        if let Some(i) = BUCKETS.iter().position(|&upper| seconds <= upper) {
-            histogram.counts[i] += 1;
-        }
-        histogram.count += 1;
-        histogram.sum += seconds;
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn hits_recorded(&self, hits: u64) {
-        self.hits_recorded.fetch_add(hits, Ordering::Relaxed);
-        self.write_batches.fetch_add(1, Ordering::Relaxed);
+        self.hits_recorded.inc_by(hits);
+        self.write_batches.inc();
     }
 
     pub fn cache_hit(&self) {
-        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        self.cache_hits.inc();
     }
 
     pub fn cache_miss(&self) {
-        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.cache_misses.inc();
     }
 
     pub fn cache_error(&self) {
-        self.cache_errors.fetch_add(1, Ordering::Relaxed);
+        self.cache_errors.inc();
     }
 
-    /// The exposition text, labelled with this instance's id.
-    pub fn render(&self, instance_id: &str) -> String {
-        let instance = escape_label(instance_id);
+    /// The exposition text in the given format.
+    pub fn render(&self, format: Format) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str(
-            "# HELP hits_http_requests_total HTTP requests answered, by route and status.\n",
-        );
-        out.push_str("# TYPE hits_http_requests_total counter\n");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "hits_http_requests_total{{instance=\"{instance}\",route=\"{}\",status=\"{status}\"}} {n}",
-                escape_label(route)
-            );
-        }
-        out.push_str("# HELP hits_http_request_duration_seconds Time to answer, by route.\n");
-        out.push_str("# TYPE hits_http_request_duration_seconds histogram\n");
-        for (route, h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let route = escape_label(route);
-            let mut cumulative = 0;
-            for (upper, n) in BUCKETS.iter().zip(h.counts) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "hits_http_request_duration_seconds_bucket{{instance=\"{instance}\",route=\"{route}\",le=\"{upper}\"}} {cumulative}"
-                );
+        // Writing into a String cannot fail; an encoder error would be a bug in the crate.
+        let written = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
             }
-            let _ = writeln!(
-                out,
-                "hits_http_request_duration_seconds_bucket{{instance=\"{instance}\",route=\"{route}\",le=\"+Inf\"}} {}\n\
-                 hits_http_request_duration_seconds_sum{{instance=\"{instance}\",route=\"{route}\"}} {}\n\
-                 hits_http_request_duration_seconds_count{{instance=\"{instance}\",route=\"{route}\"}} {}",
-                h.count, h.sum, h.count
-            );
-        }
-        let counters = [
-            (
-                "hits_recorded_total",
-                "Hits committed to PostgreSQL by this instance.",
-                &self.hits_recorded,
-            ),
-            (
-                "hits_write_batches_total",
-                "Transactions that committed hits (hits per batch = recorded / batches).",
-                &self.write_batches,
-            ),
-            (
-                "hits_cache_hits_total",
-                "24-hour window sums read from Redis.",
-                &self.cache_hits,
-            ),
-            (
-                "hits_cache_misses_total",
-                "24-hour window sums missing from Redis and computed from PostgreSQL.",
-                &self.cache_misses,
-            ),
-            (
-                "hits_cache_errors_total",
-                "Cache lookups that found Redis unavailable or slow.",
-                &self.cache_errors,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{instance=\"{instance}\"}} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
+            Format::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
+        debug_assert!(written.is_ok(), "encoding metrics: {written:?}");
         out
     }
-}
-
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_counters_and_cumulative_buckets() {
-        let m = Metrics::default();
-        m.observe_request("/", 200, Duration::from_millis(3));
-        m.observe_request("/", 200, Duration::from_millis(30));
+    fn observed() -> Metrics {
+        let m = Metrics::new("a\"b");
+        m.observe_request(Route::Fixed("/"), 200, Duration::from_millis(3));
+        m.observe_request(Route::Fixed("/"), 200, Duration::from_millis(30));
+        m.observe_request(Route::UNMATCHED, 404, Duration::from_millis(1));
         m.hits_recorded(5);
-        let text = m.render("a\"b");
-        assert!(
-            text.contains(r#"hits_http_requests_total{instance="a\"b",route="/",status="200"} 2"#),
-            "{text}"
-        );
-        assert!(text.contains(r#"le="0.005"} 1"#), "{text}");
-        assert!(text.contains(r#"le="0.05"} 2"#), "{text}");
-        assert!(
-            text.contains(r#"hits_recorded_total{instance="a\"b"} 5"#),
-            "{text}"
-        );
+        m.cache_error();
+        m
+    }
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets_in_prometheus_text() {
+        let text = observed().render(Format::Prometheus);
+        for line in [
+            "# TYPE hits_http_requests_total counter",
+            r#"hits_http_requests_total{instance="a\"b",route="/",status="200"} 2"#,
+            r#"hits_http_requests_total{instance="a\"b",route="unmatched",status="404"} 1"#,
+            "# TYPE hits_http_request_duration_seconds histogram",
+            r#"hits_http_request_duration_seconds_bucket{instance="a\"b",route="/",le="0.0025"} 0"#,
+            r#"hits_http_request_duration_seconds_bucket{instance="a\"b",route="/",le="0.005"} 1"#,
+            r#"hits_http_request_duration_seconds_bucket{instance="a\"b",route="/",le="0.05"} 2"#,
+            r#"hits_http_request_duration_seconds_bucket{instance="a\"b",route="/",le="+Inf"} 2"#,
+            r#"hits_http_request_duration_seconds_count{instance="a\"b",route="/"} 2"#,
+            "# HELP hits_recorded_total Hits committed to PostgreSQL by this instance.",
+            r#"hits_recorded_total{instance="a\"b"} 5"#,
+            r#"hits_write_batches_total{instance="a\"b"} 1"#,
+            r#"hits_cache_hits_total{instance="a\"b"} 0"#,
+            r#"hits_cache_misses_total{instance="a\"b"} 0"#,
+            r#"hits_cache_errors_total{instance="a\"b"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line} in:\n{text}"
+            );
+        }
+        let sum = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"hits_http_request_duration_seconds_sum{instance="a\"b",route="/"} "#,
+                )
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no sum for / in:\n{text}"));
+        assert!((sum - 0.033).abs() < 1e-9, "{sum}");
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_names_families_without_suffixes_and_ends_with_eof() {
+        let text = observed().render(Format::OpenMetrics);
+        for line in [
+            "# TYPE hits_http_requests counter",
+            "# TYPE hits_http_request_duration_seconds histogram",
+            "# UNIT hits_http_request_duration_seconds seconds",
+            r#"hits_recorded_total{instance="a\"b"} 5"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line} in:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_only_when_the_scraper_asks_for_it() {
+        let prometheus_scrape = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        let cases = [
+            (None, Format::Prometheus),
+            (Some("*/*"), Format::Prometheus),
+            (Some("text/plain"), Format::Prometheus),
+            (Some(prometheus_scrape), Format::OpenMetrics),
+            (Some("application/openmetrics-text"), Format::OpenMetrics),
+            (
+                Some("Application/OpenMetrics-Text; version=1.0.0"),
+                Format::OpenMetrics,
+            ),
+            (Some("application/openmetrics-text;q=0"), Format::Prometheus),
+            (
+                Some("text/plain;q=0.9, application/openmetrics-text;q=0.5"),
+                Format::Prometheus,
+            ),
+            (
+                Some("application/openmetrics-text;q=bogus"),
+                Format::Prometheus,
+            ),
+        ];
+        for (accept, format) in cases {
+            assert_eq!(Format::negotiate(accept), format, "{accept:?}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! What wraps every request: a span with a request id, the `X-Instance-Id` header, and the
 //! request metrics.
 
+use crate::metrics::Route;
 use crate::routes::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
@@ -16,11 +17,7 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = Route::from(request.extensions().get::<MatchedPath>());
     // A caller's id (a balancer's) is kept when it is short and printable; else we make one.
     let request_id = request
         .headers()
@@ -38,7 +35,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
-        route = %route,
+        route = route.as_str(),
         request_id = %request_id,
         instance_id = %state.instance_id,
     );
@@ -52,7 +49,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         headers.insert(REQUEST_ID_HEADER, value);
     }
     let elapsed = started.elapsed();
-    state.metrics.observe_request(&route, status, elapsed);
+    state.metrics.observe_request(route, status, elapsed);
     span.in_scope(|| tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered"));
     response
 }
