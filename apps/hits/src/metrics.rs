@@ -23,6 +23,8 @@ pub struct Metrics {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     cache_errors: AtomicU64,
+    /// A gauge: hits holding a simulated worker right now.
+    work_in_progress: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -70,6 +72,14 @@ impl Metrics {
 
     pub fn cache_error(&self) {
         self.cache_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn work_started(&self) {
+        self.work_in_progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn work_finished(&self) {
+        self.work_in_progress.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The exposition text, labelled with this instance's id.
@@ -151,6 +161,13 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP hits_work_in_progress Hits holding a simulated worker now (WORK_MS).\n\
+             # TYPE hits_work_in_progress gauge\n\
+             hits_work_in_progress{{instance=\"{instance}\"}} {}",
+            self.work_in_progress.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -172,6 +189,9 @@ mod tests {
         m.observe_request("/", 200, Duration::from_millis(3));
         m.observe_request("/", 200, Duration::from_millis(30));
         m.hits_recorded(5);
+        m.work_started();
+        m.work_started();
+        m.work_finished();
         let text = m.render("a\"b");
         assert!(
             text.contains(r#"hits_http_requests_total{instance="a\"b",route="/",status="200"} 2"#),
@@ -181,6 +201,12 @@ mod tests {
         assert!(text.contains(r#"le="0.05"} 2"#), "{text}");
         assert!(
             text.contains(r#"hits_recorded_total{instance="a\"b"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# TYPE hits_work_in_progress gauge\nhits_work_in_progress{instance=\"a\\\"b\"} 1\n"
+            ),
             "{text}"
         );
     }

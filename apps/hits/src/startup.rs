@@ -70,8 +70,8 @@ impl App {
             store: store.clone(),
             cache: Arc::new(cache),
             recorder,
+            work: Arc::new(SimulatedWork::new(&config.work, metrics.clone())),
             metrics,
-            work: Arc::new(SimulatedWork::new(&config.work)),
             draining: draining.clone(),
         };
         Ok(App {
