@@ -57,34 +57,19 @@ fn run(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        // Before binding: once the port answers, SIGTERM stops the balancer, never kills it.
+        let mut shutdown =
+            hitscale_signal::Shutdown::listen().context("listening for SIGINT and SIGTERM")?;
         let listen = config.listen;
         let balancer = Balancer::build(config)
             .await
             .with_context(|| format!("binding {listen}"))?;
-        balancer.run_until_stopped(shutdown_signal()).await;
+        balancer
+            .run_until_stopped(async move {
+                let signal = shutdown.requested().await;
+                tracing::info!("received {signal}");
+            })
+            .await;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C"),
-        () = terminate => tracing::info!("received SIGTERM"),
-    }
 }

@@ -28,8 +28,14 @@ pub use tokio_util::sync::CancellationToken;
 /// early with a partial report.
 pub async fn run(opts: Opts) -> Result<Report, RunError> {
     let config = RunConfig::from_opts(&opts)?;
+    // Installed before the first request goes out, so a signal from then on is never fatal.
+    let mut signals = hitscale_signal::Shutdown::listen().map_err(RunError::Signals)?;
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(runner::forward_signals(shutdown.clone()));
+    let cancel = shutdown.clone();
+    let signals = tokio::spawn(async move {
+        signals.requested().await;
+        cancel.cancel();
+    });
     let report = run_config(config, shutdown).await;
     signals.abort();
     report

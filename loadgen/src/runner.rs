@@ -35,6 +35,8 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("cannot prepare the request: {0}")]
     Target(String),
+    #[error("cannot listen for SIGINT and SIGTERM: {0}")]
+    Signals(std::io::Error),
     #[error("the collector task failed: {0}")]
     Collector(#[from] tokio::task::JoinError),
 }
@@ -242,29 +244,4 @@ async fn worker(shared: Arc<Shared>, mut clients: Vec<(Transport, u32)>, mut rec
         recorder.record(sample).await;
     }
     recorder.flush().await;
-}
-
-/// Cancels `shutdown` on Ctrl-C or SIGTERM.
-pub async fn forward_signals(shutdown: CancellationToken) {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
-    shutdown.cancel();
 }

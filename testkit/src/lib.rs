@@ -1,5 +1,9 @@
-//! Test harness: real PostgreSQL and Redis servers, started from the system's binaries on
-//! free loopback ports in temporary directories.
+//! Test harness: real PostgreSQL and Redis servers, started from the system's binaries in
+//! temporary directories, each listening only on a Unix socket in its directory.
+//!
+//! Unix sockets, not TCP ports: a port found free and then handed to a server can be taken
+//! by another process in between (and again at a restart); a socket path in our own temp
+//! dir cannot.
 //!
 //! Nothing here is a mock. When a server binary is missing the harness panics with a message
 //! that says what to install (`scripts/install-deps`), so a test never passes by skipping.
@@ -14,18 +18,10 @@ mod process;
 mod redis;
 
 pub use postgres::Postgres;
-pub use redis::Redis;
+pub use redis::{Frozen, Redis};
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-
-/// A port on 127.0.0.1 that was free a moment ago (the OS picked it for us).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("testkit: cannot bind 127.0.0.1:0 to find a free port")
-}
 
 /// Waits until something accepts TCP connections on `127.0.0.1:port`, at most `limit`.
 pub fn wait_for_port(port: u16, limit: Duration) -> bool {

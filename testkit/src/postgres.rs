@@ -2,7 +2,11 @@
 //!
 //! PostgreSQL refuses to run as root. When the tests run as root (CI, containers) the
 //! harness drops to the `postgres` user with `setpriv` for `initdb` and the server; there is
-//! no need for `sudo`. The cluster trusts loopback connections as user `postgres`.
+//! no need for `sudo`. The cluster trusts local connections as user `postgres`.
+//!
+//! The server listens on a Unix socket in its own temp dir and on no TCP port at all: there
+//! is no free port to pick, release and hope to bind again (another process could take it
+//! in between, and a restart could lose it), and clusters started at once never collide.
 
 use crate::process::{Supervised, log_tail, run_checked};
 use std::os::unix::fs::MetadataExt;
@@ -11,18 +15,21 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// With TCP off, the "port" only names the socket file (`.s.PGSQL.5432`); each cluster has
+/// its own directory, so all of them can use PostgreSQL's default number.
+const SOCKET_PORT: &str = "5432";
+
 /// A running PostgreSQL cluster in a temp dir; stopped and deleted when dropped.
 #[derive(Debug)]
 pub struct Postgres {
     bin: PathBuf,
     root: tempfile::TempDir,
-    port: u16,
     run_as: Option<(u32, u32)>,
     server: Option<Supervised>,
 }
 
 impl Postgres {
-    /// A fresh cluster on a free port, up and accepting connections.
+    /// A fresh cluster on its own Unix socket, up and accepting connections.
     pub fn start() -> Postgres {
         let bin = find_bin_dir();
         let root = tempfile::Builder::new()
@@ -40,7 +47,6 @@ impl Postgres {
         let mut pg = Postgres {
             bin,
             root,
-            port: crate::free_port(),
             run_as,
             server: None,
         };
@@ -56,13 +62,18 @@ impl Postgres {
         SHARED.get_or_init(Postgres::start)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
+    /// The directory of the server's socket (`.s.PGSQL.5432` in it).
+    pub fn socket_dir(&self) -> &Path {
+        self.root.path()
     }
 
-    /// The URL of database `name` as the superuser `postgres`.
+    /// The URL of database `name` as the superuser `postgres`, over the Unix socket: libpq
+    /// and sqlx read `host=/dir` as a socket directory (the host part is then ignored).
     pub fn url(&self, name: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+        format!(
+            "postgres://postgres@localhost:{SOCKET_PORT}/{name}?host={}",
+            path_str(self.socket_dir())
+        )
     }
 
     /// Creates an empty database with a unique name and returns its URL.
@@ -71,14 +82,8 @@ impl Postgres {
         run_checked(
             "createdb",
             Command::new(self.bin.join("createdb"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
+                .args(["-h", path_str(self.socket_dir()), "-p", SOCKET_PORT])
+                .args(["-U", "postgres"])
                 .arg(&name),
         );
         self.url(&name)
@@ -91,7 +96,7 @@ impl Postgres {
         }
     }
 
-    /// Starts the server again on the same port with the same data.
+    /// Starts the server again on the same socket with the same data.
     pub fn restart(&mut self) {
         self.stop();
         self.start_server();
@@ -134,11 +139,12 @@ impl Postgres {
             "-D".into(),
             path_str(&data).into(),
             "-p".into(),
-            self.port.to_string(),
+            SOCKET_PORT.into(),
             "-k".into(),
             path_str(socket_dir).into(),
+            // No TCP at all: the socket directory is the server's whole address.
             "-c".into(),
-            "listen_addresses=127.0.0.1".into(),
+            "listen_addresses=".into(),
             // Tests need no crash safety; durability is measured by the benchmarks instead.
             "-c".into(),
             "fsync=off".into(),
@@ -162,7 +168,7 @@ impl Postgres {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-q", "-h", path_str(self.socket_dir()), "-p", SOCKET_PORT])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -177,8 +183,8 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
-            "testkit: PostgreSQL did not become ready on port {}; log {}:\n{}",
-            self.port,
+            "testkit: PostgreSQL did not become ready on its socket in {}; log {}:\n{}",
+            self.socket_dir().display(),
             log.display(),
             log_tail(log, 4000)
         );

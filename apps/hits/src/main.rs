@@ -1,6 +1,7 @@
 //! The `hits` binary: `hits` serves; `hits healthcheck` checks a running instance.
 
-use hits::{App, Config, startup::shutdown_signal, telemetry};
+use hits::{App, Config, telemetry};
+use hitscale_signal::Shutdown;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -44,6 +45,14 @@ async fn main() -> ExitCode {
 
 async fn serve() -> ExitCode {
     telemetry::init();
+    // First of all: once the port answers, SIGTERM must stop the app gracefully, not kill it.
+    let mut shutdown = match Shutdown::listen() {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            eprintln!("hits: cannot listen for SIGINT and SIGTERM: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -59,7 +68,11 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match app.run_until_stopped(shutdown_signal()).await {
+    let stop = async move {
+        let signal = shutdown.requested().await;
+        tracing::info!("received {signal}");
+    };
+    match app.run_until_stopped(stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hits: server error: {error}");

@@ -10,6 +10,7 @@ use axum::extract::MatchedPath;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::fmt::Write as _;
@@ -149,6 +150,8 @@ pub struct Metrics {
     cache_hits: Counter,
     cache_misses: Counter,
     cache_errors: Counter,
+    /// Hits holding a simulated worker right now.
+    work_in_progress: Gauge,
 }
 
 impl Metrics {
@@ -166,6 +169,7 @@ impl Metrics {
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
         let cache_errors = Counter::default();
+        let work_in_progress = Gauge::default();
         // The registry appends `_total` to counters and the unit to the histogram's name, and
         // a full stop to each help text.
         registry.register(
@@ -204,6 +208,11 @@ impl Metrics {
             "Cache lookups that found Redis unavailable or slow",
             cache_errors.clone(),
         );
+        registry.register(
+            "work_in_progress",
+            "Hits holding a simulated worker now (WORK_MS)",
+            work_in_progress.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -213,6 +222,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_errors,
+            work_in_progress,
         }
     }
 
@@ -244,6 +254,14 @@ impl Metrics {
         self.cache_errors.inc();
     }
 
+    pub fn work_started(&self) {
+        self.work_in_progress.inc();
+    }
+
+    pub fn work_finished(&self) {
+        self.work_in_progress.dec();
+    }
+
     /// The exposition text in the given format.
     pub fn render(&self, format: Format) -> String {
         let mut out = String::with_capacity(4096);
@@ -272,6 +290,9 @@ mod tests {
         m.observe_request(Route::UNMATCHED, 404, Duration::from_millis(1));
         m.hits_recorded(5);
         m.cache_error();
+        m.work_started();
+        m.work_started();
+        m.work_finished();
         m
     }
 
@@ -294,6 +315,8 @@ mod tests {
             r#"hits_cache_hits_total{instance="a\"b"} 0"#,
             r#"hits_cache_misses_total{instance="a\"b"} 0"#,
             r#"hits_cache_errors_total{instance="a\"b"} 1"#,
+            "# TYPE hits_work_in_progress gauge",
+            r#"hits_work_in_progress{instance="a\"b"} 1"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -70,8 +70,8 @@ impl App {
             store: store.clone(),
             cache: Arc::new(cache),
             recorder,
+            work: Arc::new(SimulatedWork::new(&config.work, metrics.clone())),
             metrics,
-            work: Arc::new(SimulatedWork::new(&config.work)),
             draining: draining.clone(),
         };
         Ok(App {
@@ -133,27 +133,4 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the app");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {},
-            _ = terminate.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

