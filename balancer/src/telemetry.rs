@@ -1,14 +1,41 @@
 //! Logging: `tracing` with an EnvFilter from RUST_LOG (default `info`), JSON lines when
-//! LOG_FORMAT=json, plain text otherwise.
+//! LOG_FORMAT=json, plain text otherwise. ANSI colours only on a terminal.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
 pub fn init(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        // The default writer is stdout.
+        .with_ansi(use_ansi(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ));
     if json {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Colours only for a person at a terminal who has not asked for none
+/// (<https://no-color.org>): never in a pipe, a file or `docker compose logs`.
+fn use_ansi(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_ansi;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(use_ansi(true, None));
+        assert!(use_ansi(true, Some("".into())));
+        assert!(!use_ansi(true, Some("1".into())));
+        assert!(!use_ansi(false, None));
     }
 }

@@ -2,14 +2,15 @@
 //!
 //! Compose validates a file only after substituting `${VARIABLES}`, so the checks here do
 //! the same: [`interpolate`] substitutes them (and reports which ones a file uses),
-//! [`schema`] validates the result against the Compose Specification's JSON Schema, and
-//! [`env_file`] reads `.env.example`, where every variable must be documented.
+//! [`spec`] parses the result as the Compose Specification (the `compose_spec` crate), and
+//! [`env_file`] reads `.env.example`, where every variable must be documented. Nothing
+//! here reads a file outside the repository: a fresh clone checks itself.
 //! [`discover`] finds the compose files a repository ships.
 
 pub mod discover;
 pub mod env_file;
 pub mod interpolate;
-pub mod schema;
+pub mod spec;
 
 use std::path::{Path, PathBuf};
 
@@ -38,7 +39,7 @@ pub enum LoadError {
 }
 
 impl ComposeFile {
-    /// Reads and parses a compose file into a JSON value (the shape the schema checks).
+    /// Reads and parses a compose file into a JSON value, still uninterpolated.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),

@@ -4,7 +4,7 @@
 use crate::cache::WindowCache;
 use crate::store::{LiveCounts, Store, StoreError};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -13,7 +13,11 @@ pub struct Stats {
     pub total: i64,
     /// Hits in the last 24 hours, to the minute.
     pub last_24h: i64,
+    /// All-time hits of every instance ever seen.
     pub by_instance: BTreeMap<String, i64>,
+    /// The instances that served a hit in the last
+    /// [`ACTIVE_MINUTES`](crate::store::ACTIVE_MINUTES) minutes, sorted.
+    pub active_instances: BTreeSet<String>,
 }
 
 impl Stats {
@@ -23,6 +27,7 @@ impl Stats {
             total: counts.by_instance.values().sum(),
             last_24h: window_before + counts.recent,
             by_instance: counts.by_instance.clone(),
+            active_instances: counts.active.clone(),
         }
     }
 

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use deploy_checks::ComposeFile;
 use deploy_checks::env_file::{self, EnvEntry};
 use deploy_checks::interpolate::{self, VariableUse};
-use deploy_checks::schema::ComposeSchema;
 
 /// The repository root (this crate lives in `deploy/`).
 pub fn repo_root() -> PathBuf {
@@ -14,15 +13,6 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("deploy/ has a parent")
         .to_owned()
-}
-
-/// `shared/` sits beside the repository: `…/main` and `…/shared`.
-pub fn schema_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/schemas/compose-spec.json")
-}
-
-pub fn schema() -> ComposeSchema {
-    ComposeSchema::load(&schema_path()).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// Every compose file in the repository, parsed; at least the root one must exist.

@@ -9,7 +9,7 @@ mod queries;
 use crate::config::DatabaseConfig;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,19 @@ pub enum StoreError {
     BadUrl(sqlx::Error),
 }
 
+/// An instance is active when it served a hit in the last `active_minutes!()` minutes: in
+/// whole minute buckets of `hit_minutes`, so the current minute and that many before it.
+/// A macro so that the SQL text can embed it.
+macro_rules! active_minutes {
+    () => {
+        10
+    };
+}
+pub(crate) use active_minutes;
+
+/// See [`active_minutes`]: the page lists active instances one by one and sums the others.
+pub const ACTIVE_MINUTES: u32 = active_minutes!();
+
 /// The counters as PostgreSQL saw them: everything but the cached 24-hour window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveCounts {
@@ -33,6 +46,8 @@ pub struct LiveCounts {
     pub recent: i64,
     /// All-time hits per instance.
     pub by_instance: BTreeMap<String, i64>,
+    /// The instances with a hit in the last [`ACTIVE_MINUTES`] minutes.
+    pub active: BTreeSet<String>,
 }
 
 impl LiveCounts {
@@ -40,6 +55,9 @@ impl LiveCounts {
     fn with_batch(mut self, instance_id: &str, hits: i64) -> LiveCounts {
         self.recent += hits;
         *self.by_instance.entry(instance_id.to_owned()).or_insert(0) += hits;
+        if !self.active.contains(instance_id) {
+            self.active.insert(instance_id.to_owned());
+        }
         self
     }
 }

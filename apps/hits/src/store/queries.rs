@@ -2,18 +2,27 @@
 
 use super::LiveCounts;
 
-/// Reads the live counters: the two live minutes and the per-instance totals.
+/// Reads the live counters: the two live minutes, the instances active in the last
+/// `active_minutes!()` minutes (one range scan of `hit_minutes`' primary key, at most
+/// minutes x instances x writers rows) and the per-instance totals.
 macro_rules! live_select {
     () => {
-        "SELECT a.live_from, a.recent,
-                coalesce(b.ids, '{}'::text[]) AS ids,
-                coalesce(b.counts, '{}'::int8[]) AS counts
-         FROM (SELECT extract(epoch FROM date_trunc('minute', now()) - interval '1 minute')::int8 AS live_from,
-                      (SELECT coalesce(sum(hits), 0)::int8 FROM hit_minutes
-                        WHERE minute >= date_trunc('minute', now()) - interval '1 minute') AS recent) a,
-              (SELECT array_agg(instance_id ORDER BY instance_id) AS ids,
-                      array_agg(n ORDER BY instance_id) AS counts
-                 FROM (SELECT instance_id, sum(hits)::int8 AS n FROM hit_totals GROUP BY instance_id) t) b"
+        concat!(
+            "SELECT a.live_from, a.recent, a.active,
+                    coalesce(b.ids, '{}'::text[]) AS ids,
+                    coalesce(b.counts, '{}'::int8[]) AS counts
+             FROM (SELECT extract(epoch FROM date_trunc('minute', now()) - interval '1 minute')::int8 AS live_from,
+                          coalesce(sum(hits) FILTER (
+                              WHERE minute >= date_trunc('minute', now()) - interval '1 minute'), 0)::int8 AS recent,
+                          coalesce(array_agg(DISTINCT instance_id), '{}'::text[]) AS active
+                     FROM hit_minutes
+                    WHERE minute >= date_trunc('minute', now()) - interval '",
+            super::active_minutes!(),
+            " minutes') a,
+                  (SELECT array_agg(instance_id ORDER BY instance_id) AS ids,
+                          array_agg(n ORDER BY instance_id) AS counts
+                     FROM (SELECT instance_id, sum(hits)::int8 AS n FROM hit_totals GROUP BY instance_id) t) b"
+        )
     };
 }
 
@@ -46,6 +55,7 @@ pub(super) const WINDOW_BEFORE: &str = "SELECT coalesce(sum(hits), 0)::int8 FROM
 pub(super) struct LiveRow {
     live_from: i64,
     recent: i64,
+    active: Vec<String>,
     ids: Vec<String>,
     counts: Vec<i64>,
 }
@@ -56,6 +66,7 @@ impl LiveRow {
             live_from: self.live_from,
             recent: self.recent,
             by_instance: self.ids.into_iter().zip(self.counts).collect(),
+            active: self.active.into_iter().collect(),
         }
     }
 }

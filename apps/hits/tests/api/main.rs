@@ -6,6 +6,7 @@ mod helpers;
 mod concurrency;
 mod config;
 mod hits;
+mod instances;
 mod metrics;
 mod outages;
 mod routes;
