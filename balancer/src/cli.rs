@@ -298,7 +298,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["balancer", "--sticky", "--health-interval", "500ms"]).unwrap();
         let config = cli
-            .into_config(Some("10.0.0.2:8000,weight=3  10.0.0.3:8000\n".into()))
+            .into_config(Some("127.0.0.2:8000,weight=3  127.0.0.3:8000\n".into()))
             .unwrap();
         assert_eq!(config.backends.len(), 2);
         assert_eq!(config.backends[0].weight, 3);
@@ -307,7 +307,7 @@ mod tests {
 
         // Flags win over the variable.
         let cli = Cli::try_parse_from(["balancer", "--backend", "hits:8000"]).unwrap();
-        let config = cli.into_config(Some("10.0.0.2:8000".into())).unwrap();
+        let config = cli.into_config(Some("127.0.0.2:8000".into())).unwrap();
         assert_eq!(config.backends[0].host, "hits");
 
         let cli = Cli::try_parse_from(["balancer"]).unwrap();

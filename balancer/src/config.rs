@@ -1032,8 +1032,8 @@ mod tests {
 
     #[test]
     fn backend_specs_parse_with_weights_names_and_ipv6() {
-        let b: BackendSpec = "10.0.0.2:8000,weight=3".parse().unwrap();
-        assert_eq!((b.host.as_str(), b.port, b.weight), ("10.0.0.2", 8000, 3));
+        let b: BackendSpec = "127.0.0.2:8000,weight=3".parse().unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.weight), ("127.0.0.2", 8000, 3));
         let b: BackendSpec = "hits:8000".parse().unwrap();
         assert_eq!((b.host.as_str(), b.weight), ("hits", 1));
         let b: BackendSpec = "[::1]:9000".parse().unwrap();
