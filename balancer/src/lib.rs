@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod framing;
+pub mod guards;
 pub mod health;
 pub mod pool;
 pub mod proxy;

@@ -3,6 +3,7 @@
 mod algorithms;
 mod backend_wire;
 mod framing;
+mod guards;
 mod health;
 mod helpers;
 mod lifecycle;
