@@ -17,6 +17,7 @@
 //! | `timeouts.response_header` (from the request's last byte) | `upstream::exchange` |
 //! | `timeouts.backend_body` (idle either way on a backend body) | `upstream::request`, `upstream::body` |
 //! | `timeouts.tunnel_idle` | `proxy::upgrade` |
+//! | `limits.max_idle_per_backend`, `timeouts.pool_idle` | `pool` |
 //! | response head size and header count | `upstream::response` (constants below) |
 //!
 //! Guards fail closed: when the framing tap cannot follow a connection any more (a head it
@@ -93,6 +94,13 @@ pub struct TunnelGuards {
     pub idle: Duration,
 }
 
+/// The bounds on each backend's pool of idle connections.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolGuards {
+    pub max_idle: usize,
+    pub idle: Duration,
+}
+
 /// Every per-connection and per-request bound.
 #[derive(Debug, Clone, Copy)]
 pub struct Guards {
@@ -100,6 +108,7 @@ pub struct Guards {
     pub client: ClientGuards,
     pub backend: BackendGuards,
     pub tunnel: TunnelGuards,
+    pub pool: PoolGuards,
 }
 
 impl Guards {
@@ -125,6 +134,10 @@ impl Guards {
             tunnel: TunnelGuards {
                 switch: t.client_write,
                 idle: t.tunnel_idle,
+            },
+            pool: PoolGuards {
+                max_idle: l.max_idle_per_backend,
+                idle: t.pool_idle,
             },
         }
     }

@@ -439,3 +439,22 @@ async fn an_open_tunnel_holds_its_place_under_max_connections() {
     let (status, _, _) = read_response(&mut waiting).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_after_tunnel_idle_and_frees_its_place() {
+    let a = spawn_backend("a").await;
+    let mut config = config(&[&a]);
+    config.limits.max_connections = 1;
+    // Shorter than the test backend's own 5 s echo timeout: the balancer must act first.
+    config.timeouts.tunnel_idle = Duration::from_millis(300);
+    let balancer = spawn_balancer(config).await;
+    let (mut tunnel, head) = open_tunnel(balancer.addr).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(echo(&mut tunnel, "hello").await);
+    // The hang guard stays under the backend's 5 s, so only the balancer can have closed it.
+    tokio::time::timeout(Duration::from_secs(4), closed(&mut tunnel))
+        .await
+        .expect("the idle tunnel was closed by the balancer");
+    // Its place under max_connections is free again.
+    assert_eq!(get(balancer.addr, "/").await.status, 200);
+}
