@@ -41,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use crate::guards::{CLIENT_HEADER_SLOTS, ClientGuards};
+use crate::guards::{CLIENT_HEADER_SLOTS, ClientGuards, IDLE_PARK_AFTER};
 
 const NONE: u64 = u64::MAX;
 
@@ -145,6 +145,8 @@ enum Wait {
     Until(Instant, &'static str),
     /// Nothing to enforce now; evaluate again at this time.
     Recheck(Instant),
+    /// Idle: at this time, end hyper's connection so it frees its buffers (see `parked`).
+    Park(Instant),
 }
 
 #[derive(Debug)]
@@ -167,6 +169,13 @@ pub struct FramingTap<IO> {
     write_timer: Option<Pin<Box<Sleep>>>,
     /// The connection's slot under `limits.max_connections`, released with the socket.
     _permit: Option<OwnedSemaphorePermit>,
+    /// The tap reported an end of stream it did not see, to make hyper give the idle
+    /// connection back (with `poll_shutdown` skipped): the server parks the bare socket.
+    parked: bool,
+    /// Whether idling may park the connection: not once a request asked for an upgrade
+    /// (hyper keeps that upgrade pending until its connection ends, and would take the
+    /// socket with it).
+    parkable: bool,
 }
 
 impl<IO> FramingTap<IO> {
@@ -184,7 +193,30 @@ impl<IO> FramingTap<IO> {
             write_since: None,
             write_timer: None,
             _permit: None,
+            parked: false,
+            parkable: true,
         }
+    }
+
+    pub fn get_ref(&self) -> &IO {
+        &self.inner
+    }
+
+    /// Whether the last end of stream was the tap's own, for parking; resets it.
+    pub fn take_parked(&mut self) -> bool {
+        std::mem::take(&mut self.parked)
+    }
+
+    /// Frees what the tap holds beyond its fixed state, while the connection is parked.
+    pub fn release_buffers(&mut self) {
+        self.line = Vec::new();
+        self.timer = None;
+        self.write_timer = None;
+    }
+
+    /// When an idle connection is closed.
+    pub fn idle_deadline(&self) -> Instant {
+        self.findings.last_answer() + self.guards.keep_alive_idle
     }
 
     /// Keeps `permit` until the connection (or the tunnel it became) is dropped.
@@ -249,19 +281,27 @@ impl<IO> FramingTap<IO> {
             // the idle time then counts from its end.
             return Wait::Recheck(Instant::now() + self.guards.keep_alive_idle);
         }
-        Wait::Until(
-            self.findings.last_answer() + self.guards.keep_alive_idle,
-            "keep-alive connection idle",
-        )
+        let park_at = self.findings.last_answer() + IDLE_PARK_AFTER;
+        let idle_until = self.idle_deadline();
+        // Not while a write is stuck: hyper's unsent answer would go with its connection.
+        if self.parkable
+            && self.line.is_empty()
+            && self.write_since.is_none()
+            && park_at < idle_until
+        {
+            return Wait::Park(park_at);
+        }
+        Wait::Until(idle_until, "keep-alive connection idle")
     }
 
     /// Called when a read found nothing: waits for the deadline, or reports it passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let (deadline, enforced) = match self.wait() {
+            let (deadline, enforced, park) = match self.wait() {
                 Wait::Unbounded => return Poll::Pending,
-                Wait::Until(deadline, what) => (deadline, Some(what)),
-                Wait::Recheck(at) => (at, None),
+                Wait::Until(deadline, what) => (deadline, Some(what), false),
+                Wait::Recheck(at) => (at, None, false),
+                Wait::Park(at) => (at, None, true),
             };
             let timer = self
                 .timer
@@ -273,12 +313,16 @@ impl<IO> FramingTap<IO> {
                 return Poll::Pending;
             }
             // The timer fired: at this deadline, or at an earlier one since moved on.
+            if park && Instant::now() >= deadline {
+                self.parked = true;
+                return Poll::Ready(Ok(()));
+            }
             if let Some(what) = enforced
                 && Instant::now() >= deadline
             {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
             }
-            let next = if enforced.is_some() {
+            let next = if enforced.is_some() || park {
                 deadline
             } else {
                 Instant::now() + self.guards.keep_alive_idle.min(self.guards.header)
@@ -524,6 +568,7 @@ impl<IO> FramingTap<IO> {
         }
         if upgrade {
             self.switch_pending = Some(index);
+            self.parkable = false;
         }
         let chunked_last = transfer_encoding.map(|value| {
             value
@@ -587,6 +632,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingTap<IO> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.parked {
+            // hyper ends its connection after the tap's own end of stream: the socket
+            // stays open, parked by the server.
+            return Poll::Ready(Ok(()));
+        }
         let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
         this.guard_write(cx, polled)
     }

@@ -105,22 +105,52 @@ pub async fn serve(
                 Ok::<_, Infallible>(response.map(|body| Answered::new(body, findings)))
             }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
+        let builder = builder.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                _ = stopped.changed() => {
-                    // Finish the request in progress, then close instead of keeping alive.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            let mut io = io;
+            let mut service = service;
+            loop {
+                // Boxed: while the connection is parked, the task keeps only the tap.
+                let mut connection = Box::new(
+                    builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .with_upgrades(),
+                );
+                let ended = tokio::select! {
+                    ended = &mut *connection => ended,
+                    _ = stopped.changed() => {
+                        // Finish the request in progress, then close instead of keeping alive.
+                        Pin::new(&mut *connection).graceful_shutdown();
+                        (&mut *connection).await
+                    }
+                };
+                if let Err(error) = ended {
+                    tracing::debug!(%peer, %error, "client connection ended with an error");
+                    return;
                 }
-            };
-            if let Err(error) = ended {
-                tracing::debug!(%peer, %error, "client connection ended with an error");
+                // Upgraded (hyper handed the socket to the tunnel) or closed: done.
+                let Some(parts) = connection.into_parts() else {
+                    return;
+                };
+                let mut tap = parts.io.into_inner();
+                if !tap.take_parked() || !parts.read_buf.is_empty() || *stopped.borrow() {
+                    return;
+                }
+                // Idle: hyper's buffers went with its connection; wait on the bare socket
+                // and start a new one when the next request begins.
+                tap.release_buffers();
+                let woke = tokio::select! {
+                    ready = tokio::time::timeout_at(tap.idle_deadline(), tap.get_ref().readable()) => {
+                        matches!(ready, Ok(Ok(())))
+                    }
+                    _ = stopped.changed() => false,
+                };
+                if !woke {
+                    return;
+                }
+                io = tap;
+                service = parts.service;
             }
         });
     }

@@ -458,3 +458,46 @@ async fn an_idle_tunnel_is_closed_after_tunnel_idle_and_frees_its_place() {
     // Its place under max_connections is free again.
     assert_eq!(get(balancer.addr, "/").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_connection_parked_while_idle_serves_on_and_keeps_every_guard() {
+    let backend = raw_backend(Script::Ok).await;
+    let mut config = guarded(backend.addr);
+    config.timeouts.keep_alive_idle = Duration::from_secs(4);
+    let balancer = spawn_balancer(config).await;
+    let idle_past_parking = balancer::guards::IDLE_PARK_AFTER + Duration::from_millis(500);
+    let request: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
+    for _ in 0..2 {
+        stream.write_all(request).await.unwrap();
+        assert_eq!(read_response(&mut stream).await.0, 200);
+        // The client's own pause, long enough for the balancer to park the connection.
+        tokio::time::sleep(idle_past_parking).await;
+    }
+    // Woken by a request split across writes: it is served, and the framing checks run.
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    stream.write_all(b"Host: a\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 200);
+    tokio::time::sleep(idle_past_parking).await;
+    stream.write_all(SMUGGLE).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 400);
+    closed(&mut stream).await;
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 3);
+
+    // Parked, then a partial head: the head timeout still applies.
+    let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 200);
+    tokio::time::sleep(idle_past_parking).await;
+    stream.write_all(PARTIAL_HEAD).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), closed(&mut stream))
+        .await
+        .expect("closed by client_header, well before keep_alive_idle");
+
+    // Parked and left alone: closed at keep_alive_idle, counted from the last answer.
+    let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 200);
+    closed(&mut stream).await;
+}
