@@ -322,7 +322,7 @@ impl Proxy {
             headers::remove_hop_by_hop(&mut parts.headers, switching);
             let body = match body {
                 Some(body) => {
-                    ClientBody::Proxied(ProxiedBody::new(body, backend.clone(), in_flight))
+                    ClientBody::Proxied(ProxiedBody::new(body, backend.clone(), in_flight, passive))
                 }
                 None => ClientBody::empty(),
             };

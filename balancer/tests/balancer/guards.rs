@@ -366,6 +366,7 @@ async fn a_backend_that_stalls_mid_body_is_cut_off_and_released() {
     let backend = raw_backend(Script::StallMidBody).await;
     let mut config = guarded(backend.addr);
     config.timeouts.backend_body = Duration::from_millis(300);
+    config.passive.failures = std::num::NonZeroU32::new(1).unwrap();
     let balancer = spawn_balancer(config).await;
     let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
     stream
@@ -384,6 +385,10 @@ async fn a_backend_that_stalls_mid_body_is_cut_off_and_released() {
         .await,
         "the backend connection was not closed or the request still counts in flight"
     );
+    assert!(
+        held.is_ejected(now_millis()),
+        "a body the backend broke off counts against it"
+    );
 }
 
 #[tokio::test]
@@ -391,6 +396,7 @@ async fn a_client_that_stops_reading_is_closed_within_client_write() {
     let backend = raw_backend(Script::Flood).await;
     let mut config = guarded(backend.addr);
     config.timeouts.client_write = Duration::from_millis(300);
+    config.passive.failures = std::num::NonZeroU32::new(1).unwrap();
     let balancer = spawn_balancer(config).await;
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -411,6 +417,10 @@ async fn a_client_that_stops_reading_is_closed_within_client_write() {
     );
     let received = closed(&mut stream).await;
     assert!(received < FLOOD_BYTES, "the whole body arrived");
+    assert!(
+        !held.is_ejected(now_millis()),
+        "a client that stopped reading ejected the backend"
+    );
 }
 
 #[tokio::test]
