@@ -26,15 +26,21 @@
 //! progress for `client_write` (a client that stopped reading) ends the connection.
 //! Request bodies are bounded where they are read, by the proxy (`client_body`).
 //!
+//! The end of an answer wakes the tap (through [`Findings`]), so the idle time starts when
+//! the answer ends, not at the tap's next look. After `guards::IDLE_PARK_AFTER` of
+//! idleness the tap reports an end of stream of its own (and skips the shutdown hyper
+//! then asks for): hyper's connection ends and frees its buffers, and the server parks the
+//! bare socket until the next request (see `server`).
+//!
 //! The tap also holds the connection's slot under `limits.max_connections`: it lives as
 //! long as the socket, through an upgrade into a tunnel.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -61,6 +67,9 @@ pub struct Findings {
     /// When the last response completed, in nanoseconds after `base`.
     answered_at: AtomicU64,
     base: Instant,
+    /// The connection's task, when the tap waits on an answer: its end starts the idle
+    /// time, which nothing else would wake the tap for.
+    reader: Mutex<Option<Waker>>,
 }
 
 impl Findings {
@@ -72,6 +81,7 @@ impl Findings {
             answered: AtomicU64::new(0),
             answered_at: AtomicU64::new(0),
             base: Instant::now(),
+            reader: Mutex::new(None),
         })
     }
 
@@ -80,6 +90,18 @@ impl Findings {
         let at = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.answered_at.store(at, Ordering::Relaxed);
         self.answered.fetch_add(1, Ordering::Release);
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+
+    /// Asks to be woken when the answer in flight completes.
+    fn wake_when_answered(&self, waker: &Waker) {
+        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        if !reader.as_ref().is_some_and(|r| r.will_wake(waker)) {
+            *reader = Some(waker.clone());
+        }
     }
 
     /// Records that request number `index` is answered with a protocol switch; called
@@ -300,7 +322,16 @@ impl<IO> FramingTap<IO> {
             let (deadline, enforced, park) = match self.wait() {
                 Wait::Unbounded => return Poll::Pending,
                 Wait::Until(deadline, what) => (deadline, Some(what), false),
-                Wait::Recheck(at) => (at, None, false),
+                Wait::Recheck(at) => {
+                    self.findings.wake_when_answered(cx.waker());
+                    // It may have completed just before the registration.
+                    if self.findings.answered.load(Ordering::Acquire) >= self.heads
+                        && matches!(self.state, State::Head)
+                    {
+                        continue;
+                    }
+                    (at, None, false)
+                }
                 Wait::Park(at) => (at, None, true),
             };
             let timer = self

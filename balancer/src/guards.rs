@@ -33,10 +33,12 @@ use crate::config::Config;
 /// head the tap cannot parse is one hyper refuses too.
 pub const CLIENT_HEADER_SLOTS: usize = 128;
 /// A client connection idle this long (no request in flight, nothing received) gives
-/// hyper's buffers back and waits on the bare socket (`server`): kept-alive connections
-/// then cost about a kilobyte each instead of hyper's 16 KiB. Busy connections, whose next
-/// request follows within this, never pay for the rebuild.
-pub const IDLE_PARK_AFTER: Duration = Duration::from_secs(1);
+/// hyper's buffers back and waits on the bare socket (`server`), as nginx frees its buffers
+/// when a connection turns to keep-alive: idle connections then cost about a kilobyte each
+/// instead of hyper's 16 KiB. Short, so buffers freed by one connection are reused by the
+/// next instead of piling up; yet long enough that a busy connection, whose next request
+/// follows within a round trip, never pays for the rebuild.
+pub const IDLE_PARK_AFTER: Duration = Duration::from_millis(50);
 /// The most headers a backend's answer may carry.
 pub const BACKEND_MAX_HEADERS: usize = 128;
 /// The largest response head accepted from a backend.

@@ -137,9 +137,12 @@ pub async fn serve(
                 if !tap.take_parked() || !parts.read_buf.is_empty() || *stopped.borrow() {
                     return;
                 }
+                // Empty, but it still holds hyper's read buffer.
+                drop(parts.read_buf);
                 // Idle: hyper's buffers went with its connection; wait on the bare socket
                 // and start a new one when the next request begins.
                 tap.release_buffers();
+                tracing::trace!(%peer, "idle connection parked");
                 let woke = tokio::select! {
                     ready = tokio::time::timeout_at(tap.idle_deadline(), tap.get_ref().readable()) => {
                         matches!(ready, Ok(Ok(())))

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::backend::{Backend, InFlight};
-use crate::config::PassiveConfig;
+use crate::config::Config;
 use crate::upstream::{BodyError, ResponseBody};
 
 #[derive(Debug)]
@@ -39,7 +39,8 @@ pub struct ProxiedBody {
     inner: ResponseBody,
     backend: Arc<Backend>,
     in_flight: Option<InFlight>,
-    passive: PassiveConfig,
+    /// For the passive-ejection settings (shared, to keep the body small).
+    config: Arc<Config>,
 }
 
 impl ProxiedBody {
@@ -47,13 +48,13 @@ impl ProxiedBody {
         inner: ResponseBody,
         backend: Arc<Backend>,
         in_flight: InFlight,
-        passive: &PassiveConfig,
+        config: Arc<Config>,
     ) -> Self {
         let mut body = Self {
             inner,
             backend,
             in_flight: Some(in_flight),
-            passive: passive.clone(),
+            config,
         };
         // A bodiless answer (HEAD, 204, 304, Content-Length: 0) is complete already.
         body.finish_if_complete();
@@ -86,7 +87,7 @@ impl Body for ClientBody {
                     Poll::Ready(Some(Err(error))) => {
                         tracing::debug!(backend = %body.backend.addr, %error, "response body failed");
                         body.backend
-                            .record_failure(&body.passive, "response body failed");
+                            .record_failure(&body.config.passive, "response body failed");
                         body.in_flight = None;
                     }
                     Poll::Ready(_) => body.finish_if_complete(),

@@ -321,9 +321,12 @@ impl Proxy {
             let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(&mut parts.headers, switching);
             let body = match body {
-                Some(body) => {
-                    ClientBody::Proxied(ProxiedBody::new(body, backend.clone(), in_flight, passive))
-                }
+                Some(body) => ClientBody::Proxied(ProxiedBody::new(
+                    body,
+                    backend.clone(),
+                    in_flight,
+                    self.config.clone(),
+                )),
                 None => ClientBody::empty(),
             };
             return Attempt::Answered(Response::from_parts(parts, body));
