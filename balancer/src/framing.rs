@@ -609,9 +609,16 @@ impl<IO> FramingTap<IO> {
         });
         match chunked_last {
             Some(true) => self.state = State::ChunkSize,
-            // A body framed by another coding: hyper refuses the request.
-            Some(false) => self.lose(),
-            None if !lengths_agree => self.lose(),
+            // A body framed by another coding, or by lengths that disagree: hyper refuses
+            // the request, and neither it nor anything after it is vouched for.
+            Some(false) => {
+                self.findings.lose_from(index);
+                self.lose();
+            }
+            None if !lengths_agree => {
+                self.findings.lose_from(index);
+                self.lose();
+            }
             None => match content_length {
                 Some(n) if n > 0 => self.state = State::Body(n),
                 _ => self.state = self.message_done(),
@@ -719,6 +726,51 @@ mod tests {
         assert_eq!(heads, 3);
         assert!(findings.is_conflicting(2));
         assert!(!findings.is_conflicting(0) && !findings.is_conflicting(1));
+    }
+
+    #[test]
+    fn equal_lengths_are_followed_and_what_cannot_be_followed_is_not_vouched_for() {
+        let (findings, heads) = scan(&[
+            b"POST /a HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nhi",
+            b"GET /b HTTP/1.1\r\n\r\n",
+        ]);
+        assert_eq!(heads, 2);
+        assert!(findings.vouches_for(1) && !findings.must_close_after(1));
+
+        for lost in [
+            &b"POST /b HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi"[..],
+            b"POST /b HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nhi",
+            b"GET /b HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            let (findings, _) =
+                scan(&[b"GET /a HTTP/1.1\r\n\r\n", lost, b"GET /c HTTP/1.1\r\n\r\n"]);
+            let text = String::from_utf8_lossy(lost);
+            assert!(findings.vouches_for(0), "{text}");
+            assert!(findings.must_close_after(0), "{text}");
+            assert!(
+                !findings.vouches_for(1) && !findings.vouches_for(2),
+                "{text}"
+            );
+        }
+
+        // A bad chunk size mid-body: that request was checked, nothing after it is.
+        let (findings, _) = scan(&[
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"GET /b HTTP/1.1\r\n\r\n",
+        ]);
+        assert!(findings.vouches_for(0) && findings.must_close_after(0));
+        assert!(!findings.vouches_for(1));
+    }
+
+    #[test]
+    fn bytes_behind_an_upgrade_are_not_vouched_for_until_its_answer() {
+        let (findings, heads) = scan(&[
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"GET /next HTTP/1.1\r\n\r\n",
+        ]);
+        assert_eq!(heads, 1);
+        assert!(findings.vouches_for(0) && findings.must_close_after(0));
+        assert!(!findings.vouches_for(1));
     }
 
     #[test]
