@@ -316,9 +316,9 @@ async fn a_head_with_more_headers_than_allowed_is_refused_and_closed() {
 async fn a_slow_client_body_is_a_408_and_never_counts_against_the_backend() {
     let a = spawn_backend("a").await;
     let mut config = config(&[&a]);
-    config.timeouts.client_body = Duration::from_millis(400);
+    config.timeouts.client_body = Duration::from_millis(800);
     // Shorter than the whole slow upload below: it must count from the body's end.
-    config.timeouts.response_header = Duration::from_millis(300);
+    config.timeouts.response_header = Duration::from_millis(400);
     config.passive.failures = std::num::NonZeroU32::new(1).unwrap();
     let balancer = spawn_balancer(config).await;
     let backend = balancer.registry.load().backends[0].clone();
@@ -331,8 +331,9 @@ async fn a_slow_client_body_is_a_408_and_never_counts_against_the_backend() {
         .await
         .unwrap();
     for byte in [b"a", b"b", b"c", b"d"] {
-        // The client's own pace, not a synchronisation.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The client's own pace, not a synchronisation: 4 x 200 ms is over
+        // response_header, each well under client_body.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         stream.write_all(byte).await.unwrap();
     }
     let (status, _, body) = read_response(&mut stream).await;
