@@ -297,6 +297,25 @@ impl Config {
                 "retry.budget_ratio must be between 0 and 10".into(),
             ));
         }
+        if !(1..=1_000_000).contains(&self.limits.max_connections) || self.limits.max_headers == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections must be 1-1000000 and limits.max_headers greater than zero"
+                    .into(),
+            ));
+        }
+        for (name, value) in [
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.response_header", self.timeouts.response_header),
+            ("timeouts.client_header", self.timeouts.client_header),
+            ("timeouts.keep_alive_idle", self.timeouts.keep_alive_idle),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be greater than zero"
+                )));
+            }
+        }
+        // Every limit and timeout within its bounds (`guards`).
         crate::guards::check_bounds(self).map_err(ConfigError::Invalid)?;
         Ok(())
     }
