@@ -85,7 +85,18 @@ pub struct StickyConfig {
 #[derive(Debug, Clone)]
 pub struct Timeouts {
     pub connect: Duration,
+    /// How long a backend may take to start its answer, counted from the moment the whole
+    /// request (body included) has been sent: a slow client never counts against it.
     pub response_header: Duration,
+    /// Idle time allowed between two reads of a client's request body; past it the
+    /// request is answered 408 and the backend is not blamed.
+    pub client_body: Duration,
+    /// How long a write to a client may make no progress (a client that stopped reading)
+    /// before the connection is closed; also bounds the switch after a 101.
+    pub client_write: Duration,
+    /// Idle time allowed while moving a body to or from a backend (it stopped reading the
+    /// request body, or stopped sending its response body): the exchange is aborted.
+    pub backend_body: Duration,
     /// How long a client may take to send a request head, from its first byte (or from the
     /// accept, for a connection's first request): the slowloris guard.
     pub client_header: Duration,
@@ -170,6 +181,9 @@ impl Default for Config {
             timeouts: Timeouts {
                 connect: Duration::from_secs(3),
                 response_header: Duration::from_secs(30),
+                client_body: Duration::from_secs(30),
+                client_write: Duration::from_secs(30),
+                backend_body: Duration::from_secs(60),
                 client_header: Duration::from_secs(15),
                 keep_alive_idle: Duration::from_secs(60),
                 tunnel_idle: Duration::from_secs(300),
@@ -399,33 +413,6 @@ impl Config {
                 MS,
                 DAY,
             ),
-            ("timeouts.connect", self.timeouts.connect, MS, DAY),
-            (
-                "timeouts.response_header",
-                self.timeouts.response_header,
-                MS,
-                DAY,
-            ),
-            (
-                "timeouts.client_header",
-                self.timeouts.client_header,
-                MS,
-                DAY,
-            ),
-            (
-                "timeouts.keep_alive_idle",
-                self.timeouts.keep_alive_idle,
-                MS,
-                DAY,
-            ),
-            ("timeouts.tunnel_idle", self.timeouts.tunnel_idle, MS, DAY),
-            (
-                "timeouts.shutdown_grace",
-                self.timeouts.shutdown_grace,
-                MS,
-                DAY,
-            ),
-            ("timeouts.pool_idle", self.timeouts.pool_idle, MS, DAY),
         ]
         .into_iter()
         .chain(
@@ -449,27 +436,6 @@ impl Config {
                 self.passive.failures.get() as usize,
                 1,
                 1000,
-            ),
-            (
-                "limits.max_connections",
-                self.limits.max_connections,
-                1,
-                1_000_000,
-            ),
-            // Below a few hundred bytes no browser request fits; above 1 MiB a head is an attack.
-            (
-                "limits.max_header_bytes",
-                self.limits.max_header_bytes,
-                1024,
-                1024 * 1024,
-            ),
-            // The framing tap parses heads with room for 128 headers.
-            ("limits.max_headers", self.limits.max_headers, 1, 128),
-            (
-                "limits.max_idle_per_backend",
-                self.limits.max_idle_per_backend,
-                0,
-                100_000,
             ),
             (
                 "retry.max_attempts",
@@ -531,6 +497,8 @@ impl Config {
                 ),
             ));
         }
+        // Every limit and timeout within its bounds, kept with the guards they configure.
+        crate::guards::check_bounds(self).map_err(|(key, message)| self.invalid(key, message))?;
         Ok(())
     }
 
@@ -880,6 +848,12 @@ struct FileTimeouts {
     #[serde(default, deserialize_with = "opt_duration")]
     response_header: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
+    client_body: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    client_write: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    backend_body: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
     client_header: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     keep_alive_idle: Option<Duration>,
@@ -970,6 +944,9 @@ impl FileConfig {
         set(&mut c.timeouts.connect, t.connect);
         set(&mut c.timeouts.response_header, t.response_header);
         set(&mut c.timeouts.client_header, t.client_header);
+        set(&mut c.timeouts.client_body, t.client_body);
+        set(&mut c.timeouts.client_write, t.client_write);
+        set(&mut c.timeouts.backend_body, t.backend_body);
         set(&mut c.timeouts.keep_alive_idle, t.keep_alive_idle);
         set(&mut c.timeouts.tunnel_idle, t.tunnel_idle);
         set(&mut c.timeouts.shutdown_grace, t.shutdown_grace);

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BackendSet, Health, Registry};
 use crate::config::{BackendSpec, Config};
+use crate::guards::{Guards, PoolGuards};
 use crate::pool::Pool;
 use crate::sticky::Sticky;
 
@@ -27,8 +28,7 @@ pub struct Discovery {
     sticky: Sticky,
     initial_health: Health,
     resolve_timeout: Duration,
-    max_idle: usize,
-    pool_idle: Duration,
+    pool: PoolGuards,
 }
 
 impl Discovery {
@@ -46,8 +46,7 @@ impl Discovery {
             sticky,
             initial_health,
             resolve_timeout: config.discovery.resolve_timeout,
-            max_idle: config.limits.max_idle_per_backend,
-            pool_idle: config.timeouts.pool_idle,
+            pool: Guards::from_config(config).pool,
         }
     }
 
@@ -82,7 +81,7 @@ impl Discovery {
                         spec.weight,
                         self.sticky.id_for(addr),
                         self.initial_health,
-                        Pool::new(self.max_idle, self.pool_idle),
+                        Pool::new(self.pool.max_idle, self.pool.idle),
                     ))),
                 }
             }

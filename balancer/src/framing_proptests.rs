@@ -13,13 +13,18 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::framing::{ClientTimeouts, Findings, FramingTap};
+use crate::framing::{Findings, FramingTap};
+use crate::guards::ClientGuards;
 use crate::upstream::chunked::parse_chunk_size;
 
 const MAX_HEAD: usize = 8192;
-const TIMEOUTS: ClientTimeouts = ClientTimeouts {
+const GUARDS: ClientGuards = ClientGuards {
     header: Duration::from_secs(60),
     keep_alive_idle: Duration::from_secs(60),
+    body: Duration::from_secs(60),
+    write: Duration::from_secs(60),
+    max_header_bytes: MAX_HEAD,
+    max_headers: 128,
 };
 /// Indices of requests checked for a flag.
 const LOOKED_AT: u64 = 24;
@@ -57,7 +62,7 @@ fn flagged(stream: &[u8], sizes: &[usize]) -> Option<u64> {
         sizes,
         turn: 0,
     };
-    let mut tap = FramingTap::new(reader, MAX_HEAD, Arc::clone(&findings), TIMEOUTS);
+    let mut tap = FramingTap::new(reader, Arc::clone(&findings), GUARDS);
     let mut cx = Context::from_waker(Waker::noop());
     let mut space = [0u8; 4096];
     loop {

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod framing;
 #[cfg(test)]
 mod framing_proptests;
+pub mod guards;
 pub mod health;
 pub mod pool;
 pub mod proxy;

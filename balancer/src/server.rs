@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
-use crate::framing::{ClientTimeouts, Findings, FramingTap};
+use crate::framing::{Findings, FramingTap};
+use crate::guards::Guards;
 use crate::proxy::Proxy;
 use crate::proxy::body::ClientBody;
 use crate::proxy::error::ProxyError;
@@ -32,17 +33,18 @@ pub async fn serve(
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let guards = Guards::from_config(&config);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         // The framing tap bounds head reads and idle keep-alive separately; hyper's one
         // timer covers both as one wait.
         .header_read_timeout(None)
-        .max_header_size(config.limits.max_header_bytes)
-        .max_headers(config.limits.max_headers)
+        .max_header_size(guards.client.max_header_bytes)
+        .max_headers(guards.client.max_headers)
         .keep_alive(true);
     let builder = Arc::new(builder);
-    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    let connections = Arc::new(Semaphore::new(guards.max_connections));
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -65,57 +67,102 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let findings = Findings::new();
-        let io = FramingTap::new(
-            stream,
-            config.limits.max_header_bytes,
-            findings.clone(),
-            ClientTimeouts {
-                header: config.timeouts.client_header,
-                keep_alive_idle: config.timeouts.keep_alive_idle,
-            },
-        );
+        // The permit rides with the socket, so a connection that becomes a tunnel keeps
+        // counting against the limit until the tunnel closes.
+        let io = FramingTap::new(stream, findings.clone(), guards.client).holding(permit);
         let requests = Arc::new(AtomicU64::new(0));
-        let service = service_fn(move |request| {
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let proxy = proxy.clone();
             let index = requests.fetch_add(1, Ordering::Relaxed);
             let conflicting = findings.is_conflicting(index);
+            let vouched = findings.vouches_for(index);
+            let connect = request.method() == hyper::Method::CONNECT;
             let findings = findings.clone();
             async move {
-                let response = if conflicting {
+                let mut response = if conflicting {
                     tracing::debug!(%peer, "refused a request with both Content-Length and Transfer-Encoding");
                     ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
                         .into_response()
+                } else if !vouched {
+                    // The framing checks could not follow the connection this far: refuse
+                    // rather than forward what they did not see.
+                    tracing::debug!(%peer, "refused a request the framing tap could not follow");
+                    ProxyError::BadRequest("request framing could not be followed").into_response()
                 } else {
                     proxy.handle(peer, request).await
                 };
+                let status = response.status();
+                if status == hyper::StatusCode::SWITCHING_PROTOCOLS
+                    || (connect && status.is_success())
+                {
+                    findings.switched(index);
+                } else if findings.must_close_after(index) {
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(response.map(|body| Answered::new(body, findings)))
             }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
+        let builder = builder.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                _ = stopped.changed() => {
-                    // Finish the request in progress, then close instead of keeping alive.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            let mut io = io;
+            let mut service = service;
+            loop {
+                // Boxed: while the connection is parked, the task keeps only the tap.
+                let mut connection = Box::new(
+                    builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .with_upgrades(),
+                );
+                let ended = tokio::select! {
+                    ended = &mut *connection => ended,
+                    _ = stopped.changed() => {
+                        // Finish the request in progress, then close instead of keeping alive.
+                        Pin::new(&mut *connection).graceful_shutdown();
+                        (&mut *connection).await
+                    }
+                };
+                if let Err(error) = ended {
+                    tracing::debug!(%peer, %error, "client connection ended with an error");
+                    return;
                 }
-            };
-            if let Err(error) = ended {
-                tracing::debug!(%peer, %error, "client connection ended with an error");
+                // Upgraded (hyper handed the socket to the tunnel) or closed: done.
+                let Some(parts) = connection.into_parts() else {
+                    return;
+                };
+                let mut tap = parts.io.into_inner();
+                if !tap.take_parked() || !parts.read_buf.is_empty() || *stopped.borrow() {
+                    return;
+                }
+                // Empty, but it still holds hyper's read buffer.
+                drop(parts.read_buf);
+                // Idle: hyper's buffers went with its connection; wait on the bare socket
+                // and start a new one when the next request begins.
+                tap.release_buffers();
+                tracing::trace!(%peer, "idle connection parked");
+                let woke = tokio::select! {
+                    ready = tokio::time::timeout_at(tap.idle_deadline(), tap.get_ref().readable()) => {
+                        matches!(ready, Ok(Ok(())))
+                    }
+                    _ = stopped.changed() => false,
+                };
+                if !woke {
+                    return;
+                }
+                io = tap;
+                service = parts.service;
             }
-            drop(permit);
         });
     }
     drop(listener);
     tracing::info!(grace = ?config.timeouts.shutdown_grace, "shutting down: no longer accepting, draining in-flight requests");
     let deadline = tokio::time::Instant::now() + config.timeouts.shutdown_grace;
     let _ = stop.send(true);
-    let all = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
+    // Tunnels hold their connection's permit too: this waits for them as well.
+    let all = u32::try_from(guards.max_connections).unwrap_or(u32::MAX);
     match tokio::time::timeout_at(deadline, connections.acquire_many(all)).await {
         Ok(_) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),

@@ -10,6 +10,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::backend::{Backend, Health, Registry};
 use crate::config::HealthConfig;
+use crate::guards::BackendGuards;
 use crate::upstream::{self, Connection, Outcome, RequestBody};
 
 pub fn spawn(registry: Arc<Registry>, config: HealthConfig) -> JoinHandle<()> {
@@ -59,10 +60,17 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
         let connection = Connection::connect(backend.addr, config.timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let status = match upstream::send(connection, &request, &mut RequestBody::Empty, false)
-            .await
-            .map_err(|e| format!("request failed: {e}"))?
-        {
+        let guards = BackendGuards::within(config.timeout);
+        let answered = upstream::send(
+            connection,
+            &request,
+            &mut RequestBody::Empty,
+            false,
+            &guards,
+        )
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+        let status = match answered.outcome {
             Outcome::Response(parts, _) | Outcome::Switched(parts, ..) => parts.status.as_u16(),
         };
         if config.expected_status.contains(status) {

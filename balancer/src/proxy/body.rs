@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::backend::{Backend, InFlight};
+use crate::config::Config;
 use crate::upstream::{BodyError, ResponseBody};
 
 #[derive(Debug)]
@@ -30,20 +31,30 @@ impl ClientBody {
 }
 
 /// A backend's response body. As soon as it has been read to its end, its connection goes
-/// back to the backend's pool and the request stops counting as in flight.
+/// back to the backend's pool and the request stops counting as in flight. A body the
+/// backend breaks off (truncated, malformed, stalled past `backend_body`) counts against
+/// it; one the client stops reading does not (it is dropped, never failed).
 #[derive(Debug)]
 pub struct ProxiedBody {
     inner: ResponseBody,
     backend: Arc<Backend>,
     in_flight: Option<InFlight>,
+    /// For the passive-ejection settings (shared, to keep the body small).
+    config: Arc<Config>,
 }
 
 impl ProxiedBody {
-    pub fn new(inner: ResponseBody, backend: Arc<Backend>, in_flight: InFlight) -> Self {
+    pub fn new(
+        inner: ResponseBody,
+        backend: Arc<Backend>,
+        in_flight: InFlight,
+        config: Arc<Config>,
+    ) -> Self {
         let mut body = Self {
             inner,
             backend,
             in_flight: Some(in_flight),
+            config,
         };
         // A bodiless answer (HEAD, 204, 304, Content-Length: 0) is complete already.
         body.finish_if_complete();
@@ -75,6 +86,8 @@ impl Body for ClientBody {
                 match &polled {
                     Poll::Ready(Some(Err(error))) => {
                         tracing::debug!(backend = %body.backend.addr, %error, "response body failed");
+                        body.backend
+                            .record_failure(&body.config.passive, "response body failed");
                         body.in_flight = None;
                     }
                     Poll::Ready(_) => body.finish_if_complete(),

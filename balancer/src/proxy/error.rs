@@ -9,6 +9,8 @@ use super::body::ClientBody;
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("request body not received in time")]
+    ClientTimeout,
     #[error("method not allowed: {0}")]
     MethodNotAllowed(&'static str),
     #[error("no healthy backend available")]
@@ -27,6 +29,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectFailed | Self::BackendFailed => StatusCode::BAD_GATEWAY,
@@ -44,8 +47,9 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if status == StatusCode::BAD_REQUEST {
-            // After a framing error the rest of the stream cannot be trusted.
+        if status == StatusCode::BAD_REQUEST || status == StatusCode::REQUEST_TIMEOUT {
+            // After a framing error the rest of the stream cannot be trusted; after a body
+            // that stopped, the rest of it is still owed.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {

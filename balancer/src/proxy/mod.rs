@@ -14,7 +14,6 @@ pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body::Body as _;
@@ -25,6 +24,7 @@ use tracing::Instrument as _;
 
 use crate::backend::{Backend, Registry, now_millis};
 use crate::config::Config;
+use crate::guards::Guards;
 use crate::pool;
 use crate::selection::{SelectContext, Selector};
 use crate::sticky::Sticky;
@@ -37,6 +37,7 @@ use retry::RetryBudget;
 #[derive(Debug)]
 pub struct Proxy {
     config: Arc<Config>,
+    guards: Guards,
     registry: Arc<Registry>,
     selector: Box<dyn Selector>,
     sticky: Option<Sticky>,
@@ -70,6 +71,7 @@ impl Proxy {
     ) -> Self {
         let budget = RetryBudget::new(&config.retry);
         Self {
+            guards: Guards::from_config(&config),
             config,
             registry,
             selector,
@@ -146,9 +148,9 @@ impl Proxy {
             // Read the first frame before choosing a backend: a body whose framing is broken
             // from the start (bad chunk size) is refused without reaching anyone.
             let mut incoming = incoming;
-            let first = tokio::time::timeout(self.config.timeouts.client_header, incoming.frame())
+            let first = tokio::time::timeout(self.guards.client.body, incoming.frame())
                 .await
-                .map_err(|_| ProxyError::BadRequest("request body did not start in time"))?;
+                .map_err(|_| ProxyError::ClientTimeout)?;
             let first = match first {
                 Some(Ok(frame)) => Some(frame),
                 Some(Err(_)) => return Err(ProxyError::BadRequest("malformed request body")),
@@ -225,7 +227,7 @@ impl Proxy {
                 Attempt::NotSent(error) => last_error = error,
                 Attempt::Failed(error) => {
                     let retry = idempotent_retry
-                        && !matches!(error, ProxyError::BadRequest(_))
+                        && !matches!(error, ProxyError::BadRequest(_) | ProxyError::ClientTimeout)
                         && self.budget.withdraw();
                     if !retry {
                         return Err(error);
@@ -248,7 +250,7 @@ impl Proxy {
         client_upgrade: &mut Option<OnUpgrade>,
     ) -> Attempt {
         let passive = &self.config.passive;
-        let timeouts = &self.config.timeouts;
+        let guards = &self.guards.backend;
         let in_flight = backend.track();
         let request = upstream::RequestHead {
             method: &head.method,
@@ -259,9 +261,9 @@ impl Proxy {
         let mut fresh = false;
         loop {
             let connected = if fresh {
-                Connection::connect(backend.addr, timeouts.connect).await
+                Connection::connect(backend.addr, guards.connect).await
             } else {
-                pool::checkout(&backend.pool, backend.addr, timeouts.connect).await
+                pool::checkout(&backend.pool, backend.addr, guards.connect).await
             };
             let connection = match connected {
                 Ok(connection) => connection,
@@ -274,18 +276,16 @@ impl Proxy {
                     });
                 }
             };
-            let started = Instant::now();
-            let sent = tokio::time::timeout(
-                timeouts.response_header,
-                upstream::send(connection, &request, body, client_upgrade.is_some()),
-            )
-            .await;
-            let outcome = match sent {
-                Err(_) => {
+            // Only what the backend caused counts against it: a client that sends its body
+            // slowly or badly is answered 408/400 and leaves the backend's record alone.
+            let sent =
+                upstream::send(connection, &request, body, client_upgrade.is_some(), guards).await;
+            let answered = match sent {
+                Err(ExchangeError::ResponseTimeout) => {
                     backend.record_failure(passive, "response timeout");
                     return Attempt::Failed(ProxyError::ResponseTimeout);
                 }
-                Ok(Err(ExchangeError::NotSent(error))) => {
+                Err(ExchangeError::NotSent(error)) => {
                     tracing::debug!(backend = %backend.addr, %error, "connection closed before sending");
                     if !fresh {
                         fresh = true;
@@ -294,30 +294,31 @@ impl Proxy {
                     backend.record_failure(passive, "connection closed before sending");
                     return Attempt::NotSent(ProxyError::ConnectFailed);
                 }
-                Ok(Err(ExchangeError::ClientBody)) => {
+                Err(ExchangeError::ClientBody) => {
                     return Attempt::Failed(ProxyError::BadRequest(
                         "malformed or incomplete request body",
                     ));
                 }
-                Ok(Err(error)) => {
+                Err(ExchangeError::ClientBodyTimeout) => {
+                    return Attempt::Failed(ProxyError::ClientTimeout);
+                }
+                Err(error) => {
                     tracing::debug!(backend = %backend.addr, %error, "backend exchange failed");
                     backend.record_failure(passive, "backend connection error");
                     return Attempt::Failed(ProxyError::BackendFailed);
                 }
-                Ok(Ok(outcome)) => outcome,
+                Ok(answered) => answered,
             };
-            backend.record_latency(started.elapsed());
+            if let Some(waited) = answered.waited {
+                backend.record_latency(waited);
+            }
+            let outcome = answered.outcome;
             let (mut parts, body) = match outcome {
                 Outcome::Response(parts, body) => (parts, Some(body)),
                 Outcome::Switched(parts, stream, early) => {
                     if let Some(client) = client_upgrade.take() {
-                        self.tunnels.spawn(
-                            client,
-                            stream,
-                            early,
-                            timeouts.tunnel_idle,
-                            backend.addr,
-                        );
+                        self.tunnels
+                            .spawn(client, stream, early, self.guards.tunnel, backend.addr);
                     }
                     (parts, None)
                 }
@@ -330,9 +331,12 @@ impl Proxy {
             let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(&mut parts.headers, switching);
             let body = match body {
-                Some(body) => {
-                    ClientBody::Proxied(ProxiedBody::new(body, backend.clone(), in_flight))
-                }
+                Some(body) => ClientBody::Proxied(ProxiedBody::new(
+                    body,
+                    backend.clone(),
+                    in_flight,
+                    self.config.clone(),
+                )),
                 None => ClientBody::empty(),
             };
             return Attempt::Answered(Response::from_parts(parts, body));

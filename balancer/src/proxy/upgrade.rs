@@ -13,8 +13,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// How long the client's side gets to complete the switch after the 101.
-const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::guards::TunnelGuards;
 
 /// The open tunnels, so shutdown can wait for them (boundedly) and then close them.
 #[derive(Debug, Default)]
@@ -51,20 +50,22 @@ impl Tunnels {
     }
 
     /// Joins the client's upgraded connection and the backend's in a task of its own,
-    /// after passing on what the backend sent right behind its 101 (`early`). The tunnel
-    /// ends when both sides have closed, or when neither sent anything for `idle`.
+    /// after passing on what the backend sent right behind its 101 (`early`). The switch
+    /// must complete within `guards.switch`; the tunnel ends when both sides have closed,
+    /// or when neither sent anything for `guards.idle`. The client's side still holds its
+    /// connection's slot under `limits.max_connections` (in the framing tap beneath it).
     pub fn spawn(
         &self,
         client: OnUpgrade,
         backend: TcpStream,
         early: Bytes,
-        idle: Duration,
+        guards: TunnelGuards,
         addr: SocketAddr,
     ) {
         let mut tasks = self.tasks();
         // Reap the finished ones so the set only holds open tunnels.
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(run(client, backend, early, idle, addr));
+        tasks.spawn(run(client, backend, early, guards, addr));
     }
 }
 
@@ -72,11 +73,11 @@ async fn run(
     client: OnUpgrade,
     backend: TcpStream,
     early: Bytes,
-    idle: Duration,
+    guards: TunnelGuards,
     addr: SocketAddr,
 ) {
     {
-        let upgraded = tokio::time::timeout(SWITCH_TIMEOUT, async {
+        let upgraded = tokio::time::timeout(guards.switch, async {
             let mut client = TokioIo::new(client.await?);
             if !early.is_empty() {
                 client.write_all(&early).await?;
@@ -95,7 +96,7 @@ async fn run(
                 return;
             }
         };
-        let (sent, received) = tunnel(client, backend, idle).await;
+        let (sent, received) = tunnel(client, backend, guards.idle).await;
         tracing::debug!(backend = %addr, sent, received, "tunnel closed");
     }
 }

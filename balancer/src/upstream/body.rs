@@ -3,12 +3,14 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::chunked::{ChunkError, Decoded, Decoder};
 use super::connection::Connection;
@@ -22,6 +24,8 @@ pub enum BodyError {
     Chunked(#[from] ChunkError),
     #[error("reading the backend's body failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("backend sent nothing of its body for {0:?}")]
+    Stalled(Duration),
 }
 
 #[derive(Debug)]
@@ -41,6 +45,12 @@ pub struct ResponseBody {
     keep_alive: bool,
     /// The whole body was read (or the connection closed, for `UntilClose`).
     complete: bool,
+    /// How long a read may find nothing before the body fails.
+    idle: Option<Duration>,
+    /// Since when reads have found nothing (cleared by each byte).
+    waiting_since: Option<Instant>,
+    /// Armed lazily, only when a read has to wait.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl ResponseBody {
@@ -50,6 +60,9 @@ impl ResponseBody {
             framing: Framing::Length(length),
             keep_alive,
             complete: length == 0,
+            idle: None,
+            waiting_since: None,
+            timer: None,
         }
     }
 
@@ -59,6 +72,9 @@ impl ResponseBody {
             framing: Framing::Chunked(Decoder::new()),
             keep_alive,
             complete: false,
+            idle: None,
+            waiting_since: None,
+            timer: None,
         }
     }
 
@@ -68,7 +84,33 @@ impl ResponseBody {
             framing: Framing::UntilClose,
             keep_alive: false,
             complete: false,
+            idle: None,
+            waiting_since: None,
+            timer: None,
         }
+    }
+
+    /// Fails the body when the backend sends nothing for `idle` while it is being read.
+    /// The wait counts from the read that found nothing, so a client that reads slowly
+    /// (and so polls late) is not taken for a stalled backend.
+    pub(super) fn idle_bound(mut self, idle: Duration) -> Self {
+        self.idle = Some(idle);
+        self
+    }
+
+    /// A read found nothing: whether the idle bound has passed (else a wake-up is set).
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(idle) = self.idle else {
+            return false;
+        };
+        let deadline = *self.waiting_since.get_or_insert_with(Instant::now) + idle;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 
     /// The connection, if the body was read to its end and the connection may carry another
@@ -152,11 +194,18 @@ impl Body for ResponseBody {
                 }
             }
             connection.reserve_read();
-            match ready!(poll_read_buf(
-                &mut connection.stream,
-                &mut connection.read,
-                cx
-            )) {
+            let read = match poll_read_buf(&mut connection.stream, &mut connection.read, cx) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    if this.stalled(cx) {
+                        let idle = this.idle.unwrap_or_default();
+                        return this.fail(BodyError::Stalled(idle));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            this.waiting_since = None;
+            match read {
                 Ok(0) if matches!(this.framing, Framing::UntilClose) => {
                     this.complete = true;
                     this.connection = None;

@@ -1,10 +1,15 @@
 //! One request/response exchange on a connection.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::response::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::guards::BackendGuards;
 
 use super::body::ResponseBody;
 use super::connection::Connection;
@@ -39,6 +44,15 @@ pub enum ExchangeError {
     /// The client's body was malformed or ended early.
     #[error("the client's request body failed")]
     ClientBody,
+    /// The client stopped sending its body: its fault, not the backend's.
+    #[error("the client's request body stalled")]
+    ClientBodyTimeout,
+    /// The backend stopped reading the request (`backend_body`).
+    #[error("backend stopped reading the request")]
+    Stalled,
+    /// No answer within `response_header` of the request's last byte.
+    #[error("backend did not answer in time")]
+    ResponseTimeout,
     #[error("backend I/O failed: {0}")]
     Io(std::io::Error),
     #[error("backend closed the connection without answering")]
@@ -52,21 +66,37 @@ impl From<WriteError> for ExchangeError {
         match error {
             WriteError::NotSent(e) => Self::NotSent(e),
             WriteError::Client => Self::ClientBody,
+            WriteError::ClientTimeout => Self::ClientBodyTimeout,
+            WriteError::Stalled => Self::Stalled,
             WriteError::Io(e) => Self::Io(e),
         }
     }
+}
+
+/// An answer's head, and how long the backend took to give it.
+#[derive(Debug)]
+pub struct Answered {
+    pub outcome: Outcome,
+    /// From the request's last byte to the answer's head: the backend's own time. `None`
+    /// when it answered before the body was all sent (the time is then the client's too).
+    pub waited: Option<Duration>,
 }
 
 /// Sends the request on `connection` and reads the answer's head. A body is written while
 /// the head is awaited, so a backend that answers early (say 413) is heard; the body then
 /// stops and the connection is not reused. `upgrade` says the client asked for a protocol
 /// switch: only then is a 101 accepted.
+///
+/// The backend's `response_header` time starts when the request's last byte has left:
+/// time spent receiving a slow client's body is bounded by `client_body` per read, and
+/// is not the backend's.
 pub async fn send(
     mut connection: Box<Connection>,
     head: &RequestHead<'_>,
     body: &mut RequestBody,
     upgrade: bool,
-) -> Result<Outcome, ExchangeError> {
+    guards: &BackendGuards,
+) -> Result<Answered, ExchangeError> {
     let framing = Framing::of(body, head.headers);
     request::encode_head(
         &mut connection.write,
@@ -85,15 +115,28 @@ pub async fn send(
     } = &mut *connection;
     // The head goes out first and alone decides "not sent": reading only starts once a
     // byte has left, so a dead connection's end of stream cannot pass for an answer.
-    let coalesced = request::write_head(stream, write, body, framing).await?;
+    let coalesced = tokio::time::timeout(
+        guards.body,
+        request::write_head(stream, write, body, framing),
+    )
+    .await
+    .map_err(|_| ExchangeError::Stalled)??;
     let mut body_sent = framing == Framing::None;
+    let mut sent_at = Instant::now();
     let answer = if body_sent {
-        read_head(stream, read, spans, upgrade).await?
+        tokio::time::timeout(
+            guards.response_header,
+            read_head(stream, read, spans, upgrade),
+        )
+        .await
+        .map_err(|_| ExchangeError::ResponseTimeout)??
     } else {
         let (mut reader, mut writer) = stream.split();
-        let writing = request::write_body(&mut writer, write, body, framing, coalesced);
+        let writing = request::write_body(&mut writer, write, body, framing, coalesced, guards);
         let reading = read_head(&mut reader, read, spans, upgrade);
-        tokio::pin!(writing, reading);
+        // Armed only once the body is all sent.
+        let deadline = tokio::time::sleep_until(sent_at);
+        tokio::pin!(writing, reading, deadline);
         loop {
             tokio::select! {
                 biased;
@@ -101,16 +144,23 @@ pub async fn send(
                 written = &mut writing, if !body_sent => {
                     written?;
                     body_sent = true;
+                    sent_at = Instant::now();
+                    deadline.as_mut().reset(sent_at + guards.response_header);
                 }
+                () = &mut deadline, if body_sent => return Err(ExchangeError::ResponseTimeout),
             }
         }
     };
+    let waited = body_sent.then(|| sent_at.elapsed());
 
     let mut parts = parts_with(answer.status);
     if answer.status == StatusCode::SWITCHING_PROTOCOLS {
         parts.headers = answer.headers;
         let (stream, early) = (*connection).into_parts();
-        return Ok(Outcome::Switched(parts, stream, early.freeze()));
+        return Ok(Answered {
+            outcome: Outcome::Switched(parts, stream, early.freeze()),
+            waited,
+        });
     }
     let (length, must_close) = response::body_length(&answer, *head.method == Method::HEAD)?;
     let keep_alive = body_sent && !must_close && response::keeps_alive(&answer);
@@ -119,8 +169,12 @@ pub async fn send(
         BodyLength::Exact(n) => ResponseBody::exact(connection, n, keep_alive),
         BodyLength::Chunked => ResponseBody::chunked(connection, keep_alive),
         BodyLength::UntilClose => ResponseBody::until_close(connection),
-    };
-    Ok(Outcome::Response(parts, body))
+    }
+    .idle_bound(guards.body);
+    Ok(Answered {
+        outcome: Outcome::Response(parts, body),
+        waited,
+    })
 }
 
 /// Reads until a final (or, when `upgrade`, a 101) response head is complete; other 1xx

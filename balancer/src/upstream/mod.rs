@@ -11,6 +11,10 @@
 //! the connection's close; bodiless answers (HEAD, 1xx, 204, 304); interim 1xx answers
 //! skipped; `101 Switching Protocols` handing over the raw connection; keep-alive unless
 //! either side said otherwise. Chunk extensions and trailers of responses are dropped.
+//!
+//! Every wait has its bound, from [`crate::guards::BackendGuards`]: the response head
+//! (from the request's last byte), each write of the request body to the backend and each
+//! read of the response body from it (idle), and each read of the client's body.
 
 mod body;
 pub(crate) mod chunked;
@@ -23,5 +27,5 @@ mod response;
 
 pub use body::{BodyError, ResponseBody};
 pub use connection::{ConnectError, Connection};
-pub use exchange::{ExchangeError, Outcome, RequestHead, send};
+pub use exchange::{Answered, ExchangeError, Outcome, RequestHead, send};
 pub use request::RequestBody;

@@ -8,6 +8,8 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::guards::BackendGuards;
+
 /// A first body frame up to this size goes out in the same write as the head.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
@@ -55,6 +57,10 @@ pub(super) enum WriteError {
     NotSent(std::io::Error),
     /// The client's body was malformed or ended early.
     Client,
+    /// The client sent nothing of its body for `client_body`.
+    ClientTimeout,
+    /// The backend accepted nothing of the body for `backend_body`.
+    Stalled,
     Io(std::io::Error),
 }
 
@@ -136,13 +142,15 @@ pub(super) async fn write_head<W: AsyncWrite + Unpin>(
 }
 
 /// Writes the rest of the body after [`write_head`] (`coalesced`: the first frame already
-/// went with the head).
+/// went with the head). Each read from the client and each write to the backend has its
+/// own idle bound, so a slow client is told apart from a backend that stopped reading.
 pub(super) async fn write_body<W: AsyncWrite + Unpin>(
     stream: &mut W,
     out: &mut Vec<u8>,
     body: &mut RequestBody,
     framing: Framing,
     coalesced: bool,
+    guards: &BackendGuards,
 ) -> Result<(), WriteError> {
     let RequestBody::Streaming { first, rest } = body else {
         return Ok(());
@@ -154,23 +162,28 @@ pub(super) async fn write_body<W: AsyncWrite + Unpin>(
     loop {
         let frame = match next.take() {
             Some(frame) => frame,
-            None => match rest.frame().await {
-                Some(Ok(frame)) => frame,
-                Some(Err(_)) => return Err(WriteError::Client),
-                None => break,
+            None => match tokio::time::timeout(guards.client_body, rest.frame()).await {
+                Err(_) => return Err(WriteError::ClientTimeout),
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(_))) => return Err(WriteError::Client),
+                Ok(None) => break,
             },
         };
         match frame.into_data() {
-            Ok(data) => write_data(stream, out, data, framing).await?,
+            Ok(data) => {
+                tokio::time::timeout(guards.body, write_data(stream, out, data, framing))
+                    .await
+                    .map_err(|_| WriteError::Stalled)??;
+            }
             // Request trailers are not forwarded: few backends read them, and a chunked
             // body ends cleanly without them.
             Err(_trailers) => {}
         }
     }
     if framing == Framing::Chunked {
-        stream
-            .write_all(b"0\r\n\r\n")
+        tokio::time::timeout(guards.body, stream.write_all(b"0\r\n\r\n"))
             .await
+            .map_err(|_| WriteError::Stalled)?
             .map_err(WriteError::Io)?;
     }
     Ok(())

@@ -3,10 +3,7 @@
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 
-/// The most headers a backend's answer may carry.
-const MAX_HEADERS: usize = 128;
-/// The largest response head accepted from a backend.
-pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
+use crate::guards::{BACKEND_MAX_HEAD_BYTES as MAX_HEAD_BYTES, BACKEND_MAX_HEADERS as MAX_HEADERS};
 
 #[derive(Debug)]
 pub(super) struct Head {

@@ -5,6 +5,7 @@ mod backend_wire;
 mod config_errors;
 mod forwarded;
 mod framing;
+mod guards;
 mod health;
 mod helpers;
 mod lifecycle;

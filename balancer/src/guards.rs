@@ -1,0 +1,243 @@
+//! Every bound the balancer puts on a connection or a request, assembled in one place from
+//! the [`Config`]: what a client may send and how slowly, how long a backend may take, how
+//! long a tunnel may idle, and the fixed sizes the parsers work with. The rest of the code
+//! takes its limits from here, so a reader finds them all together and a new wait cannot
+//! quietly go without one.
+//!
+//! Where each bound is enforced:
+//!
+//! | bound | enforced by |
+//! |---|---|
+//! | `limits.max_connections` (client connections and the tunnels they became) | `server` (a semaphore permit held by the connection's I/O until it is dropped) |
+//! | `limits.max_header_bytes`, `limits.max_headers` | hyper's parser (431) and the `framing` tap |
+//! | `timeouts.client_header` (a head from its first byte), `keep_alive_idle` | `framing` tap |
+//! | `timeouts.client_write` (a client that stopped reading) | `framing` tap, write side; the switch after a 101 |
+//! | `timeouts.client_body` (idle between request body reads) | `upstream::request` (408) |
+//! | `timeouts.connect` | `upstream::connection` |
+//! | `timeouts.response_header` (from the request's last byte) | `upstream::exchange` |
+//! | `timeouts.backend_body` (idle either way on a backend body) | `upstream::request`, `upstream::body` |
+//! | `timeouts.tunnel_idle` | `proxy::upgrade` |
+//! | `limits.max_idle_per_backend`, `timeouts.pool_idle` | `pool` |
+//! | response head size and header count | `upstream::response` (constants below) |
+//!
+//! Guards fail closed: when the framing tap cannot follow a connection any more (a head it
+//! cannot parse, a body framing it does not understand, bytes that arrived while an upgrade
+//! was undecided), the connection is closed after the answer in progress, and every further
+//! request on it is refused rather than forwarded unchecked.
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// Header slots of the framing tap's parser: the most `limits.max_headers` may be, so any
+/// head the tap cannot parse is one hyper refuses too.
+pub const CLIENT_HEADER_SLOTS: usize = 128;
+/// A client connection idle this long (no request in flight, nothing received) gives
+/// hyper's buffers back and waits on the bare socket (`server`), as nginx frees its buffers
+/// when a connection turns to keep-alive: idle connections then cost about a kilobyte each
+/// instead of hyper's 16 KiB. Short, so buffers freed by one connection are reused by the
+/// next instead of piling up; yet long enough that a busy connection, whose next request
+/// follows within a round trip, never pays for the rebuild.
+pub const IDLE_PARK_AFTER: Duration = Duration::from_millis(50);
+/// The most headers a backend's answer may carry.
+pub const BACKEND_MAX_HEADERS: usize = 128;
+/// The largest response head accepted from a backend.
+pub const BACKEND_MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Smallest and largest accepted `limits.max_header_bytes`: below 1 KiB ordinary browsers
+/// fail; hyper's read buffer (about 400 KiB) would cut in before anything larger.
+const HEADER_BYTES: (usize, usize) = (1024, 256 * 1024);
+const MAX_CONNECTIONS: usize = 1_000_000;
+const MAX_IDLE_PER_BACKEND: usize = 100_000;
+/// No wait may be zero (it would fire at once) or longer than a day (effectively none,
+/// and far enough to overflow an `Instant` on some platforms).
+const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
+const SHORTEST_WAIT: Duration = Duration::from_millis(1);
+
+/// The bounds on one client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientGuards {
+    /// From a head's first byte (or the accept, for the first request) to its end.
+    pub header: Duration,
+    /// From the end of the last response to the next request's first byte.
+    pub keep_alive_idle: Duration,
+    /// Idle time between two reads of a request body.
+    pub body: Duration,
+    /// How long a write to the client may make no progress.
+    pub write: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// The bounds on one exchange with a backend.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendGuards {
+    pub connect: Duration,
+    /// From the request's last byte to the answer's head.
+    pub response_header: Duration,
+    /// Idle time, either way, while a body moves to or from the backend.
+    pub body: Duration,
+    /// Idle time between reads of the client's request body (the client's fault: 408).
+    pub client_body: Duration,
+}
+
+impl BackendGuards {
+    /// Every wait bounded by one duration (a health check's).
+    pub fn within(timeout: Duration) -> Self {
+        Self {
+            connect: timeout,
+            response_header: timeout,
+            body: timeout,
+            client_body: timeout,
+        }
+    }
+}
+
+/// The bounds on an upgraded connection.
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelGuards {
+    /// How long the client's side gets to complete the switch after the 101.
+    pub switch: Duration,
+    /// Closed when neither side sent anything for this long.
+    pub idle: Duration,
+}
+
+/// The bounds on each backend's pool of idle connections.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolGuards {
+    pub max_idle: usize,
+    pub idle: Duration,
+}
+
+/// Every per-connection and per-request bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Guards {
+    pub max_connections: usize,
+    pub client: ClientGuards,
+    pub backend: BackendGuards,
+    pub tunnel: TunnelGuards,
+    pub pool: PoolGuards,
+}
+
+impl Guards {
+    pub fn from_config(config: &Config) -> Self {
+        let t = &config.timeouts;
+        let l = &config.limits;
+        Self {
+            max_connections: l.max_connections,
+            client: ClientGuards {
+                header: t.client_header,
+                keep_alive_idle: t.keep_alive_idle,
+                body: t.client_body,
+                write: t.client_write,
+                max_header_bytes: l.max_header_bytes,
+                max_headers: l.max_headers,
+            },
+            backend: BackendGuards {
+                connect: t.connect,
+                response_header: t.response_header,
+                body: t.backend_body,
+                client_body: t.client_body,
+            },
+            tunnel: TunnelGuards {
+                switch: t.client_write,
+                idle: t.tunnel_idle,
+            },
+            pool: PoolGuards {
+                max_idle: l.max_idle_per_backend,
+                idle: t.pool_idle,
+            },
+        }
+    }
+}
+
+/// Checks every limit and timeout against its bounds; the message names the key.
+pub(crate) fn check_bounds(config: &Config) -> Result<(), (&'static str, String)> {
+    let l = &config.limits;
+    for (name, value, low, high) in [
+        (
+            "limits.max_connections",
+            l.max_connections,
+            1,
+            MAX_CONNECTIONS,
+        ),
+        (
+            "limits.max_header_bytes",
+            l.max_header_bytes,
+            HEADER_BYTES.0,
+            HEADER_BYTES.1,
+        ),
+        ("limits.max_headers", l.max_headers, 1, CLIENT_HEADER_SLOTS),
+        (
+            "limits.max_idle_per_backend",
+            l.max_idle_per_backend,
+            0,
+            MAX_IDLE_PER_BACKEND,
+        ),
+    ] {
+        if !(low..=high).contains(&value) {
+            return Err((name, format!("is {value}: must be {low}-{high}")));
+        }
+    }
+    let t = &config.timeouts;
+    for (name, value) in [
+        ("timeouts.connect", t.connect),
+        ("timeouts.response_header", t.response_header),
+        ("timeouts.client_header", t.client_header),
+        ("timeouts.client_body", t.client_body),
+        ("timeouts.client_write", t.client_write),
+        ("timeouts.backend_body", t.backend_body),
+        ("timeouts.keep_alive_idle", t.keep_alive_idle),
+        ("timeouts.tunnel_idle", t.tunnel_idle),
+        ("timeouts.pool_idle", t.pool_idle),
+        ("timeouts.shutdown_grace", t.shutdown_grace),
+    ] {
+        if !(SHORTEST_WAIT..=LONGEST_WAIT).contains(&value) {
+            return Err((
+                name,
+                format!("is {value:?}: must be between {SHORTEST_WAIT:?} and {LONGEST_WAIT:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            backends: vec!["127.0.0.1:80".parse().unwrap()],
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_within_bounds_and_each_bound_is_enforced_by_name() {
+        valid().validate().unwrap();
+        type Breaker = fn(&mut Config);
+        let cases: [(&str, Breaker); 6] = [
+            ("limits.max_headers", |c| {
+                c.limits.max_headers = CLIENT_HEADER_SLOTS + 1
+            }),
+            ("limits.max_headers", |c| c.limits.max_headers = 0),
+            ("limits.max_header_bytes", |c| {
+                c.limits.max_header_bytes = usize::MAX
+            }),
+            ("limits.max_connections", |c| c.limits.max_connections = 0),
+            ("timeouts.client_body", |c| {
+                c.timeouts.client_body = Duration::ZERO
+            }),
+            ("timeouts.tunnel_idle", |c| {
+                c.timeouts.tunnel_idle = Duration::from_secs(u64::MAX)
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut config = valid();
+            break_it(&mut config);
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+}
