@@ -583,9 +583,7 @@ impl<IO> FramingTap<IO> {
                 // Equal repeated values (in one header or several) are one length, as
                 // hyper reads them; differing or unreadable ones hyper refuses.
                 for part in header.value.split(|&b| b == b',') {
-                    let value = std::str::from_utf8(part)
-                        .ok()
-                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    let value = crate::upstream::content_length_value(part);
                     match (value, content_length) {
                         (None, _) => lengths_agree = false,
                         (Some(v), Some(previous)) if v != previous => lengths_agree = false,

@@ -88,24 +88,51 @@ fn reference(stream: &[u8]) -> Option<u64> {
             Ok(httparse::Status::Complete(length)) => length,
             _ => return None,
         };
-        let mut lengths = request
+        // Content-Length as hyper reads it: every element of every such header, 1*DIGIT,
+        // all equal; anything else is refused, and the tap follows nothing after it.
+        let mut content_length = None;
+        let mut lengths_agree = true;
+        for header in request
             .headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
-        let content_length = lengths.next();
-        let chunked = request
+            .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        {
+            for part in header.value.split(|&b| b == b',') {
+                let digits = part.trim_ascii();
+                let value = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                    .flatten();
+                match (value, content_length) {
+                    (Some(v), Some(previous)) if v != previous => lengths_agree = false,
+                    (Some(v), _) => content_length = Some(v),
+                    (None, _) => lengths_agree = false,
+                }
+            }
+        }
+        let transfer_encoding = request
             .headers
             .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
-        if chunked && content_length.is_some() {
+            .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+        let chunked = transfer_encoding.is_some();
+        if chunked && (content_length.is_some() || !lengths_agree) {
             return Some(index);
+        }
+        // A body in another coding than chunked (last): refused, nothing followed after it.
+        if let Some(te) = transfer_encoding
+            && !te
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        {
+            return None;
         }
         let upgrade = request.method == Some("CONNECT")
             || request
                 .headers
                 .iter()
                 .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
-        if upgrade || lengths.next().is_some() {
+        if upgrade || !lengths_agree {
             return None;
         }
         index += 1;
@@ -142,10 +169,7 @@ fn reference(stream: &[u8]) -> Option<u64> {
                 }
                 pos = line(pos)?;
             }
-        } else if let Some(n) = content_length
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
+        } else if let Some(n) = content_length {
             pos = pos.checked_add(usize::try_from(n).ok()?)?;
             if pos > stream.len() {
                 return None;

@@ -24,6 +24,7 @@ mod exchange;
 mod proptests;
 mod request;
 mod response;
+pub(crate) use response::content_length_value;
 
 pub use body::{BodyError, ResponseBody};
 pub use connection::{ConnectError, Connection};

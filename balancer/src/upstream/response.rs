@@ -129,12 +129,7 @@ pub(super) fn body_length(
     for value in head.headers.get_all(header::CONTENT_LENGTH) {
         let text = value.to_str().map_err(|_| Invalid::ContentLength)?;
         for part in text.split(',') {
-            // 1*DIGIT (RFC 9110 8.6): `parse` alone would also take a sign (`+5`).
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Invalid::ContentLength);
-            }
-            let n: u64 = part.parse().map_err(|_| Invalid::ContentLength)?;
+            let n = content_length_value(part.as_bytes()).ok_or(Invalid::ContentLength)?;
             if length.is_some_and(|l| l != n) {
                 return Err(Invalid::ContentLength);
             }
@@ -145,6 +140,17 @@ pub(super) fn body_length(
         Some(n) => (BodyLength::Exact(n), false),
         None => (BodyLength::UntilClose, true),
     })
+}
+
+/// One element of a Content-Length value: 1*DIGIT (RFC 9110 8.6), blanks around it allowed.
+/// The one rule for both sides, the backend client and the client connections' framing tap;
+/// `str::parse` alone would also take a sign (`+5`), which hyper refuses.
+pub(crate) fn content_length_value(part: &[u8]) -> Option<u64> {
+    let digits = part.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Whether the backend lets the connection carry another request.
