@@ -99,9 +99,17 @@ impl Proxy {
         let method = request.method().clone();
         // A cheap reference-counted copy, only read if the request fails.
         let uri = request.uri().clone();
-        // Debug level: at the usual `info` the span is never built, so it costs nothing.
-        let span = tracing::debug_span!("request", request_id);
-        match self.forward(peer, request).instrument(span).await {
+        // A span only where debug logging is on: wrapping every request's future in one
+        // (even a disabled span) moves and polls it through one more layer.
+        let forwarded = self.forward(peer, request);
+        let outcome = if tracing::enabled!(tracing::Level::DEBUG) {
+            forwarded
+                .instrument(tracing::debug_span!("request", request_id))
+                .await
+        } else {
+            forwarded.await
+        };
+        match outcome {
             Ok(response) => response,
             Err(error) => {
                 if error.status().is_server_error() {
