@@ -69,6 +69,11 @@ pub async fn handle(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
+        // A caller without the token gets no kept-alive connection to try again on.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
         return response;
     }
     let answer = route(state, pool, &method, &path, request).await;

@@ -36,15 +36,24 @@ pub fn run(
     token: Option<&AdminToken>,
     action: &AdminAction,
 ) -> Result<String, ClientError> {
+    // `[` and `]` (of an IPv6 address) are not allowed raw in a request target.
+    let encoded =
+        |address: &SocketAddr| address.to_string().replace('[', "%5B").replace(']', "%5D");
     let (method, path, body) = match action {
         AdminAction::List => ("GET", "/api/backends".to_owned(), None),
-        AdminAction::Drain { address } => ("POST", format!("/api/backends/{address}/drain"), None),
-        AdminAction::Resume { address } => {
-            ("POST", format!("/api/backends/{address}/resume"), None)
-        }
+        AdminAction::Drain { address } => (
+            "POST",
+            format!("/api/backends/{}/drain", encoded(address)),
+            None,
+        ),
+        AdminAction::Resume { address } => (
+            "POST",
+            format!("/api/backends/{}/resume", encoded(address)),
+            None,
+        ),
         AdminAction::Weight { address, weight } => (
             "PUT",
-            format!("/api/backends/{address}/weight"),
+            format!("/api/backends/{}/weight", encoded(address)),
             Some(json!({ "weight": weight })),
         ),
         AdminAction::Add { address, weight } => (
@@ -52,7 +61,11 @@ pub fn run(
             "/api/backends".to_owned(),
             Some(json!({ "address": address.to_string(), "weight": weight })),
         ),
-        AdminAction::Remove { address } => ("DELETE", format!("/api/backends/{address}"), None),
+        AdminAction::Remove { address } => (
+            "DELETE",
+            format!("/api/backends/{}", encoded(address)),
+            None,
+        ),
     };
     let (status, answer) = call(addr, token, method, &path, body.as_ref())?;
     if !(200..300).contains(&status) {

@@ -375,6 +375,32 @@ async fn a_weight_change_shifts_the_weighted_round_robin_split() {
     )
     .await;
     assert_eq!((status, error["field"].as_str()), (400, Some("address")));
+    // Bodies over the cap, unknown fields and endpoints are refused; nothing changes.
+    let big = json!({"weight": 2, "pad": "x".repeat(20_000)});
+    let (status, error) = call(running.admin, "PUT", &path, Some(TOKEN), Some(big)).await;
+    assert_eq!(status, 413, "{error}");
+    let (status, error) = call(
+        running.admin,
+        "POST",
+        "/api/backends",
+        Some(TOKEN),
+        Some(json!({"address": "127.0.0.1:9", "wieght": 2})),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    let (status, _) = call(running.admin, "GET", "/api/other", Some(TOKEN), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        running.admin,
+        "POST",
+        &format!("/api/backends/{}/explode", a.addr),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(running.registry.load().backends.len(), 2);
+    assert_eq!(running.registry.load().backends[0].weight(), 3);
     // A re-resolution keeps the weight the API set.
     re_resolve(&running).await;
     let entry = listed(running.admin, Some(TOKEN), a.addr).await.unwrap();
@@ -566,4 +592,29 @@ async fn the_cli_lists_the_backends_of_a_running_balancer() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
     running.kill().await;
+}
+
+#[tokio::test]
+async fn a_stalled_request_head_on_the_admin_listener_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = spawn_backend("a").await;
+    let running = start(config(&[&a]), Some(TOKEN)).await;
+    let mut stream = tokio::net::TcpStream::connect(running.admin).await.unwrap();
+    stream
+        .write_all(b"GET /api/backends HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // The head never ends: the listener must close the connection on its own (after
+    // its head timeout), whatever it may answer first.
+    let closed = tokio::time::timeout(LIMIT, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stalled connection was not closed");
 }
