@@ -89,7 +89,10 @@ impl Balancer {
         let admin = match config.admin.listen {
             Some(addr) => Some(
                 admin::AdminServer::bind(addr, config.clone(), registry.clone(), sticky.clone())
-                    .await?,
+                    .await
+                    .map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("admin listener {addr}: {e}"))
+                    })?,
             ),
             None => None,
         };

@@ -11,6 +11,7 @@
 //! | `POST /api/backends/{address}/drain` | no new requests nor sticky sessions |
 //! | `POST /api/backends/{address}/resume` | takes requests again |
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -33,14 +34,14 @@ const WEIGHTS: std::ops::RangeInclusive<u64> = 1..=1000;
 struct Refusal {
     status: StatusCode,
     message: String,
-    field: Option<&'static str>,
+    field: Option<Cow<'static, str>>,
 }
 
 fn refuse(status: StatusCode, message: impl Into<String>, field: Option<&'static str>) -> Refusal {
     Refusal {
         status,
         message: message.into(),
-        field,
+        field: field.map(Cow::Borrowed),
     }
 }
 
@@ -243,12 +244,22 @@ fn unknown_fields(
     known: &[&'static str],
 ) -> Result<(), Refusal> {
     match body.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(_) => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            format!("unknown field (expected {})", known.join(", ")),
-            // The name is the client's text: reported as a fixed word, not echoed.
-            Some("body"),
-        )),
+        Some(name) => {
+            // Named back only if it looks like a field name: it is the client's text.
+            let plain =
+                name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let mut refusal = refuse(
+                StatusCode::BAD_REQUEST,
+                format!("unknown field (expected {})", known.join(", ")),
+                None,
+            );
+            refusal.field = Some(if plain {
+                Cow::Owned(name.clone())
+            } else {
+                Cow::Borrowed("body")
+            });
+            Err(refusal)
+        }
         None => Ok(()),
     }
 }

@@ -387,7 +387,11 @@ async fn a_weight_change_shifts_the_weighted_round_robin_split() {
         Some(json!({"address": "127.0.0.1:9", "wieght": 2})),
     )
     .await;
-    assert_eq!(status, 400, "{error}");
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (400, Some("wieght")),
+        "{error}"
+    );
     let (status, _) = call(running.admin, "GET", "/api/other", Some(TOKEN), None).await;
     assert_eq!(status, 404);
     let (status, _) = call(
@@ -617,4 +621,47 @@ async fn a_stalled_request_head_on_the_admin_listener_is_cut_off() {
     })
     .await;
     assert!(closed.is_ok(), "the stalled connection was not closed");
+}
+
+#[tokio::test]
+async fn a_drained_backend_takes_no_new_sticky_session_and_gets_its_own_back_on_resume() {
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    let mut config = config(&[&a, &b]);
+    config.sticky.enabled = true;
+    let running = start(config, None).await;
+    let first = get(running.addr, "/").await;
+    let owner = first.instance().to_owned();
+    let cookie = first.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let owner_addr = if owner == "a" { a.addr } else { b.addr };
+    let with_cookie = async || send(running.addr, request("/", &[("cookie", &cookie)])).await;
+    assert_eq!(with_cookie().await.instance(), owner);
+
+    let drain = format!("/api/backends/{owner_addr}/drain");
+    assert_eq!(call(running.admin, "POST", &drain, None, None).await.0, 200);
+    for _ in 0..4 {
+        let answer = with_cookie().await;
+        assert_eq!(answer.status, 200);
+        assert_ne!(
+            answer.instance(),
+            owner,
+            "the drained backend took a request"
+        );
+        assert!(
+            answer.headers.contains_key("set-cookie"),
+            "the session moves to another backend"
+        );
+    }
+    let resume = format!("/api/backends/{owner_addr}/resume");
+    assert_eq!(
+        call(running.admin, "POST", &resume, None, None).await.0,
+        200
+    );
+    assert_eq!(with_cookie().await.instance(), owner);
 }
