@@ -47,13 +47,24 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// The configured name this address came from (`hits:8000`), used as Host for checks.
     pub origin: Arc<str>,
-    pub weight: u32,
+    /// Changed at run time by the admin API; selectors read it per pick.
+    weight: AtomicU32,
+    /// Set once the admin API chose the weight: discovery keeps it.
+    weight_pinned: AtomicBool,
+    /// Added through the admin API: discovery keeps it although no DNS entry names it.
+    pub added_by_api: bool,
     /// Opaque sticky-cookie value for this backend.
     pub sticky_id: String,
     pub pool: Pool,
     health: AtomicU8,
     draining: AtomicBool,
     in_flight: AtomicU32,
+    /// Requests sent here (attempts, retries included); Relaxed, for reporting only.
+    requests: AtomicU64,
+    /// Failures counted against this backend (connect errors, timeouts, 5xx if counted).
+    failures: AtomicU64,
+    /// Why the last passive ejection happened, for the admin API.
+    ejection_reason: std::sync::Mutex<&'static str>,
     /// Peak-EWMA of the time to response headers, in microseconds (f64 bits).
     latency_ewma: AtomicU64,
     latency_stamp: AtomicU64,
@@ -72,7 +83,7 @@ impl std::fmt::Debug for Backend {
         f.debug_struct("Backend")
             .field("addr", &self.addr)
             .field("origin", &self.origin)
-            .field("weight", &self.weight)
+            .field("weight", &self.weight())
             .field("health", &self.health())
             .finish_non_exhaustive()
     }
@@ -93,12 +104,17 @@ impl Backend {
         Self {
             addr,
             origin,
-            weight,
+            weight: AtomicU32::new(weight),
+            weight_pinned: AtomicBool::new(false),
+            added_by_api: false,
             sticky_id,
             pool,
             health: AtomicU8::new(initial as u8),
             draining: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ejection_reason: std::sync::Mutex::new(""),
             latency_ewma: AtomicU64::new(0f64.to_bits()),
             latency_stamp: AtomicU64::new(now_millis()),
             check_successes: AtomicU32::new(0),
@@ -108,6 +124,44 @@ impl Backend {
             ejections: AtomicU32::new(0),
             ejection_open: AtomicBool::new(false),
         }
+    }
+
+    /// A backend the admin API added: its weight is pinned, and discovery keeps it.
+    pub fn added_by_api(mut self) -> Self {
+        self.added_by_api = true;
+        *self.weight_pinned.get_mut() = true;
+        self
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// The admin API's weight: pinned, so discovery does not put the configured one back.
+    /// The caller swaps in a new set generation so selectors rebuild their weighted state.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+        self.weight_pinned.store(true, Ordering::Relaxed);
+    }
+
+    pub fn weight_pinned(&self) -> bool {
+        self.weight_pinned.load(Ordering::Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The reason of the last passive ejection ("" if none yet).
+    pub fn ejection_reason(&self) -> &'static str {
+        *self
+            .ejection_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn health(&self) -> Health {
@@ -126,6 +180,11 @@ impl Backend {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    /// Takes new requests again after an admin drain.
+    pub(crate) fn stop_draining(&self) {
+        self.draining.store(false, Ordering::Relaxed);
+    }
+
     pub fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now
     }
@@ -142,6 +201,7 @@ impl Backend {
     /// Counts a request as in flight until the guard is dropped (when its body ends).
     pub fn track(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
@@ -179,7 +239,8 @@ impl Backend {
     /// A request failed (connect error, timeout, or 5xx when so configured). Past the
     /// threshold the backend is ejected for a back-off that doubles with each ejection in a
     /// row, up to the configured maximum.
-    pub fn record_failure(&self, config: &PassiveConfig, reason: &str) {
+    pub fn record_failure(&self, config: &PassiveConfig, reason: &'static str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
         if !config.enabled {
             return;
         }
@@ -216,6 +277,10 @@ impl Backend {
             )
             .is_ok()
         {
+            *self
+                .ejection_reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = reason;
             self.ejection_open.store(true, Ordering::Relaxed);
             tracing::warn!(
                 backend = %self.addr, origin = %self.origin, reason, consecutive_failures = failures,
@@ -251,11 +316,25 @@ pub struct BackendSet {
     pub backends: Vec<Arc<Backend>>,
 }
 
-/// The live backend set, swapped atomically by discovery.
+/// The live backend set, swapped atomically by discovery and the admin API.
 #[derive(Debug, Default)]
 pub struct Registry {
     current: ArcSwap<BackendSet>,
+    /// Held by a writer from reading the set to storing its successor, so discovery and
+    /// the admin API never lose each other's change. Readers never take it.
+    writes: std::sync::Mutex<Edits>,
 }
+
+/// What the admin API decided that discovery must respect.
+#[derive(Debug, Default)]
+pub struct Edits {
+    /// Addresses removed through the API: discovery does not bring them back while DNS
+    /// still names them. Oldest first, at most [`MAX_REMOVED`].
+    pub removed: std::collections::VecDeque<SocketAddr>,
+}
+
+/// Removed addresses remembered, so the list cannot grow without bound.
+pub const MAX_REMOVED: usize = 4096;
 
 impl Registry {
     pub fn load(&self) -> arc_swap::Guard<Arc<BackendSet>> {
@@ -268,5 +347,10 @@ impl Registry {
 
     pub fn store(&self, set: BackendSet) {
         self.current.store(Arc::new(set));
+    }
+
+    /// Exclusive right to change the set: load, build the successor, store, then drop.
+    pub fn writer(&self) -> std::sync::MutexGuard<'_, Edits> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

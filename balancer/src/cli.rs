@@ -63,6 +63,13 @@ pub struct Cli {
     /// survive a restart and are not shared between balancers.
     #[arg(long, env = "BALANCER_STICKY_KEY", hide_env_values = true, value_parser = sticky_key)]
     pub sticky_key: Option<StickyKey>,
+    /// Address of the admin API listener (off unless set). Its token is taken from
+    /// BALANCER_ADMIN_TOKEN or `admin.token_file`, never from the command line (`ps`).
+    #[arg(long, env = "BALANCER_ADMIN_LISTEN", global = true)]
+    pub admin_listen: Option<SocketAddr>,
+    /// BALANCER_ADMIN_TOKEN, read from the environment only (see `parse_recording_sources`).
+    #[arg(skip)]
+    pub admin_token: Option<crate::admin::auth::AdminToken>,
     /// The arguments whose value came from their environment variable, not a flag.
     #[arg(skip)]
     pub from_env: Vec<String>,
@@ -76,7 +83,13 @@ fn sticky_key(text: &str) -> Result<StickyKey, std::convert::Infallible> {
 
 /// For each argument that overrides the file: its id, its config-file key, its flag and
 /// its variable.
-const OVERRIDES: [(&str, &str, &str, &str); 11] = [
+const OVERRIDES: [(&str, &str, &str, &str); 12] = [
+    (
+        "admin_listen",
+        "admin.listen",
+        "--admin-listen",
+        "BALANCER_ADMIN_LISTEN",
+    ),
     ("listen", "listen", "--listen", "BALANCER_LISTEN"),
     ("backends", "backends", "--backend", "BALANCER_BACKENDS"),
     (
@@ -139,6 +152,35 @@ pub enum Command {
         #[arg(long)]
         addr: Option<SocketAddr>,
     },
+    /// Talk to a running balancer's admin API (token from BALANCER_ADMIN_TOKEN).
+    Admin {
+        /// The admin listener [default: --admin-listen / BALANCER_ADMIN_LISTEN, on loopback
+        /// if it is a wildcard address].
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminAction {
+    /// Every backend with its state and counters.
+    List,
+    /// No new requests nor sticky sessions; in-flight ones finish.
+    Drain { address: SocketAddr },
+    /// Take requests again after a drain.
+    Resume { address: SocketAddr },
+    /// Set the weight (1-1000).
+    Weight { address: SocketAddr, weight: u32 },
+    /// Add a backend (kept across DNS re-resolution until removed).
+    Add {
+        address: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Remove a backend; its in-flight requests finish.
+    Remove { address: SocketAddr },
 }
 
 impl Cli {
@@ -147,7 +189,13 @@ impl Cli {
     pub fn parse_recording_sources() -> Self {
         let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
         match Self::try_parse_recording_sources(&args) {
-            Ok(cli) => cli,
+            Ok(mut cli) => {
+                // From the environment only: a flag would show the secret in `ps`.
+                cli.admin_token = std::env::var("BALANCER_ADMIN_TOKEN")
+                    .ok()
+                    .map(|t| crate::admin::auth::AdminToken::from_text(&t));
+                cli
+            }
             Err(error) => name_the_variable(error, &args).exit(),
         }
     }
@@ -194,6 +242,7 @@ impl Cli {
             ("health_rise", self.health_rise.is_some()),
             ("health_fall", self.health_fall.is_some()),
             ("resolve_interval", self.resolve_interval.is_some()),
+            ("admin_listen", self.admin_listen.is_some()),
         ] {
             if set {
                 origins.extend(self.origin(id));
@@ -203,6 +252,9 @@ impl Cli {
             origins.push(("backends", Origin::Flag("--backend")));
         } else if backends_env.is_some() {
             origins.push(("backends", Origin::Env("BALANCER_BACKENDS")));
+        }
+        if self.admin_token.is_some() {
+            origins.push(("admin.token", Origin::Env("BALANCER_ADMIN_TOKEN")));
         }
         let backends = if self.backends.is_empty() {
             match backends_env {
@@ -231,9 +283,24 @@ impl Cli {
             health_fall: self.health_fall,
             resolve_interval: self.resolve_interval,
             sticky_key: self.sticky_key,
+            admin_listen: self.admin_listen,
+            admin_token: self.admin_token,
             origins,
         };
         Config::load(self.config.as_deref(), overrides)
+    }
+
+    /// Where `balancer admin` connects: `--addr`, else the admin listen address (loopback
+    /// for a wildcard one).
+    pub fn admin_addr(&self, explicit: Option<SocketAddr>) -> Option<SocketAddr> {
+        explicit.or(self.admin_listen.map(|listen| {
+            let ip = match listen.ip() {
+                IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            SocketAddr::new(ip, listen.port())
+        }))
     }
 
     /// Where `balancer healthcheck` connects: loopback on the listen port.

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::admin::auth::{AdminToken, MIN_TOKEN_BYTES};
 use crate::sticky::{MIN_KEY_BYTES, StickyKey};
 
 /// Everything the balancer needs to run, after all layers are merged and checked.
@@ -34,6 +35,7 @@ pub struct Config {
     pub limits: Limits,
     pub retry: RetryConfig,
     pub forwarding: ForwardingConfig,
+    pub admin: AdminConfig,
     /// Where each value that is not a default came from, so errors can say.
     pub origins: Origins,
 }
@@ -131,6 +133,15 @@ pub struct RetryConfig {
     pub budget_min: u32,
 }
 
+/// The admin listener: off unless `listen` is set; never the public listener.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+    /// Bearer token API calls must present (BALANCER_ADMIN_TOKEN or `admin.token_file`).
+    /// Without one, the listener may only be on a loopback address.
+    pub token: Option<AdminToken>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ForwardingConfig {
     /// Peers whose X-Forwarded-* / X-Real-IP headers are trusted and extended.
@@ -203,6 +214,7 @@ impl Default for Config {
                 budget_min: 10,
             },
             forwarding: ForwardingConfig::default(),
+            admin: AdminConfig::default(),
             origins: Origins::default(),
         }
     }
@@ -351,6 +363,8 @@ pub struct Overrides {
     pub health_fall: Option<NonZeroU32>,
     pub resolve_interval: Option<Duration>,
     pub sticky_key: Option<StickyKey>,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<AdminToken>,
     /// Where each value above came from (an environment variable or a flag), by config key.
     pub origins: Vec<(&'static str, Origin)>,
 }
@@ -365,12 +379,27 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
-            let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
+            let mut parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
                 path: path.to_owned(),
                 message: without_secret(&text, &e),
             })?;
+            let token_file = parsed.admin.token_file.take();
             parsed.apply(&mut config);
             config.origins.record_file(path, &text);
+            if let Some(token_file) = token_file {
+                // Read once, at start-up; a relative path is taken from the config file's
+                // directory, where the operator wrote it.
+                let token_file = path
+                    .parent()
+                    .map_or(token_file.clone(), |dir| dir.join(&token_file));
+                let text = std::fs::read_to_string(&token_file).map_err(|error| {
+                    config.invalid(
+                        "admin.token_file",
+                        format_args!("{}: cannot read it: {error}", token_file.display()),
+                    )
+                })?;
+                config.admin.token = Some(AdminToken::from_text(&text));
+            }
         }
         overrides.apply(&mut config);
         config.validate()?;
@@ -497,8 +526,55 @@ impl Config {
                 ),
             ));
         }
+        self.validate_admin()?;
         // Every limit and timeout within its bounds, kept with the guards they configure.
         crate::guards::check_bounds(self).map_err(|(key, message)| self.invalid(key, message))?;
+        Ok(())
+    }
+
+    /// The admin listener's rules: never the public listener; off loopback only with a
+    /// token; a token long enough not to be guessed.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.admin.token
+            && token.len() < MIN_TOKEN_BYTES
+        {
+            let key = if self.origins.get("admin.token") == Origin::Default {
+                "admin.token_file"
+            } else {
+                "admin.token"
+            };
+            // Only its length is told, never the token.
+            return Err(self.invalid(
+                key,
+                format_args!(
+                    "gives a token of {} bytes: it must have at least {MIN_TOKEN_BYTES} (generate one with e.g. `openssl rand -hex 32`)",
+                    token.len()
+                ),
+            ));
+        }
+        let Some(admin) = self.admin.listen else {
+            return Ok(());
+        };
+        if admin.port() != 0
+            && (admin == self.listen
+                || (admin.port() == self.listen.port()
+                    && (admin.ip().is_unspecified() || self.listen.ip().is_unspecified())))
+        {
+            return Err(self.invalid(
+                "admin.listen",
+                format_args!(
+                    "is {admin}, the public listener's address: the admin API needs its own"
+                ),
+            ));
+        }
+        if self.admin.token.is_none() && !admin.ip().is_loopback() {
+            return Err(self.invalid(
+                "admin.listen",
+                format_args!(
+                    "is {admin}, not a loopback address: an admin listener reachable from other hosts needs a token (BALANCER_ADMIN_TOKEN or admin.token_file)"
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -546,6 +622,12 @@ impl Overrides {
         }
         if let Some(v) = self.sticky_key {
             config.sticky.key = Some(v);
+        }
+        if let Some(v) = self.admin_listen {
+            config.admin.listen = Some(v);
+        }
+        if let Some(v) = self.admin_token {
+            config.admin.token = Some(v);
         }
         for (key, origin) in self.origins {
             config.origins.set(key, origin);
@@ -789,6 +871,17 @@ struct FileConfig {
     retry: FileRetry,
     #[serde(default)]
     forwarding: FileForwarding,
+    #[serde(default)]
+    admin: FileAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    #[serde(default, deserialize_with = "opt_from_str")]
+    listen: Option<SocketAddr>,
+    /// A file holding the token (read at start-up), so it is in neither the config nor `ps`.
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -967,6 +1060,7 @@ impl FileConfig {
         if !self.forwarding.server_names.is_empty() {
             c.forwarding.server_names = self.forwarding.server_names;
         }
+        set(&mut c.admin.listen, self.admin.listen.map(Some));
     }
 }
 

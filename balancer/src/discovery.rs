@@ -63,6 +63,8 @@ impl Discovery {
                 }
             }
         }
+        // Held until the new set is stored, so an admin change in between is not lost.
+        let edits = self.registry.writer();
         let current = self.registry.load_full();
         let existing: HashMap<SocketAddr, &Arc<Backend>> =
             current.backends.iter().map(|b| (b.addr, b)).collect();
@@ -70,11 +72,13 @@ impl Discovery {
         for (spec, addrs) in self.specs.iter().zip(&self.last_known) {
             let origin: Arc<str> = spec.authority().into();
             for &addr in addrs {
-                if next.iter().any(|b| b.addr == addr) {
+                if next.iter().any(|b| b.addr == addr) || edits.removed.contains(&addr) {
                     continue;
                 }
                 match existing.get(&addr) {
-                    Some(backend) if backend.weight == spec.weight => next.push((*backend).clone()),
+                    Some(backend) if backend.weight_pinned() || backend.weight() == spec.weight => {
+                        next.push((*backend).clone())
+                    }
                     _ => next.push(Arc::new(Backend::new(
                         addr,
                         origin.clone(),
@@ -84,6 +88,12 @@ impl Discovery {
                         Pool::new(self.pool.max_idle, self.pool.idle),
                     ))),
                 }
+            }
+        }
+        // Backends added through the admin API stay until the API removes them.
+        for backend in &current.backends {
+            if backend.added_by_api && !next.iter().any(|b| b.addr == backend.addr) {
+                next.push(backend.clone());
             }
         }
         let same = next.len() == current.backends.len()
@@ -96,7 +106,7 @@ impl Discovery {
         }
         for backend in &next {
             if !current.backends.iter().any(|b| Arc::ptr_eq(b, backend)) {
-                tracing::info!(backend = %backend.addr, origin = %backend.origin, weight = backend.weight, health = ?backend.health(), reason = "discovered", "backend added");
+                tracing::info!(backend = %backend.addr, origin = %backend.origin, weight = backend.weight(), health = ?backend.health(), reason = "discovered", "backend added");
             }
         }
         for backend in &current.backends {
@@ -158,7 +168,7 @@ mod tests {
         discovery.refresh().await;
         let first = registry.load_full();
         assert_eq!(first.backends.len(), 2);
-        assert_eq!(first.backends[1].weight, 2);
+        assert_eq!(first.backends[1].weight(), 2);
 
         // Nothing changed: the set is not swapped.
         discovery.refresh().await;

@@ -5,6 +5,7 @@
 //! apart from mechanism (moving bytes: [`proxy`], [`upstream`], [`pool`], [`server`]). They meet in the
 //! [`backend::Registry`], an atomically swapped snapshot of the backend set.
 
+pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
@@ -42,6 +43,7 @@ pub struct Balancer {
     config: Arc<Config>,
     registry: Arc<Registry>,
     proxy: Arc<Proxy>,
+    admin: Option<admin::AdminServer>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -84,6 +86,16 @@ impl Balancer {
                 config.health.clone(),
             ));
         }
+        let admin = match config.admin.listen {
+            Some(addr) => Some(
+                admin::AdminServer::bind(addr, config.clone(), registry.clone(), sticky.clone())
+                    .await
+                    .map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("admin listener {addr}: {e}"))
+                    })?,
+            ),
+            None => None,
+        };
         let sticky = config.sticky.enabled.then_some(sticky);
         let proxy = Arc::new(Proxy::new(
             config.clone(),
@@ -92,15 +104,25 @@ impl Balancer {
             sticky,
         ));
         let local = listener.local_addr()?;
-        tracing::info!(listen = %local, algorithm = ?config.algorithm, backends = registry.load().backends.len(),
+        let admin_listen = admin
+            .as_ref()
+            .and_then(|a| a.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(listen = %local, admin_listen, algorithm = ?config.algorithm, backends = registry.load().backends.len(),
             health_checks = config.health.path.is_some(), sticky = config.sticky.enabled, "balancer ready");
         Ok(Self {
             listener,
             config,
             registry,
             proxy,
+            admin,
             background,
         })
+    }
+
+    /// Where the admin API listens, if it is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -118,9 +140,11 @@ impl Balancer {
             listener,
             config,
             proxy,
-            background,
+            admin,
+            mut background,
             ..
         } = self;
+        background.extend(admin.map(admin::AdminServer::spawn));
         server::serve(listener, proxy, config, shutdown).await;
         for task in background {
             task.abort();

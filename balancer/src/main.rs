@@ -17,6 +17,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
+    if let Some(Command::Admin { addr, action }) = &cli.command {
+        let Some(target) = cli.admin_addr(*addr) else {
+            eprintln!("balancer admin: give --addr HOST:PORT or BALANCER_ADMIN_LISTEN");
+            return ExitCode::from(2);
+        };
+        return match balancer::admin::client::run(target, cli.admin_token.as_ref(), action) {
+            Ok(output) => {
+                print!("{output}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("balancer admin: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     balancer::telemetry::init(
         std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")),
     );

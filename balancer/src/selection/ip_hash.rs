@@ -40,7 +40,7 @@ impl Ring {
         for (index, backend) in set.backends.iter().enumerate() {
             // Points hang off the address alone, so they stay put when others come and go.
             let name = backend.addr.to_string();
-            for replica in 0..POINTS_PER_WEIGHT * backend.weight {
+            for replica in 0..POINTS_PER_WEIGHT * backend.weight() {
                 points.push((hash(format!("{name}#{replica}").as_bytes()), index));
             }
         }

@@ -17,7 +17,7 @@ impl Selector for LeastConnections {
         // Stable sort keeps the rotation among equals.
         order.sort_by_key(|&i| {
             let b = &set.backends[i];
-            u64::from(b.in_flight()) * 1_000_000 / u64::from(b.weight.max(1))
+            u64::from(b.in_flight()) * 1_000_000 / u64::from(b.weight().max(1))
         });
         order
     }

@@ -17,7 +17,7 @@ impl Selector for LeastResponseTime {
         let mut order = rotated(eligible, self.tie_breaker.fetch_add(1, Ordering::Relaxed));
         let cost = |i: usize| {
             let b = &set.backends[i];
-            b.latency_micros() * f64::from(b.in_flight() + 1) / f64::from(b.weight.max(1))
+            b.latency_micros() * f64::from(b.in_flight() + 1) / f64::from(b.weight().max(1))
         };
         let mut costs: Vec<(f64, usize)> = order.iter().map(|&i| (cost(i), i)).collect();
         costs.sort_by(|a, b| a.0.total_cmp(&b.0));

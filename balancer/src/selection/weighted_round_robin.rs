@@ -27,7 +27,7 @@ impl Selector for WeightedRoundRobin {
         let mut total = 0i64;
         let mut best = eligible[0];
         for &i in eligible {
-            let weight = i64::from(set.backends[i].weight);
+            let weight = i64::from(set.backends[i].weight());
             scores[i] += weight;
             total += weight;
             if scores[i] > scores[best] {

@@ -1,5 +1,6 @@
 //! Integration tests for the balancer: real sockets on loopback, backends on port 0.
 
+mod admin;
 mod algorithms;
 mod backend_wire;
 mod config_errors;
