@@ -15,6 +15,8 @@ pub mod framing;
 mod framing_proptests;
 pub mod guards;
 pub mod health;
+#[cfg(test)]
+mod mutations;
 pub mod pool;
 pub mod proxy;
 pub mod selection;

@@ -8,6 +8,8 @@ use bytes::BytesMut;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+use crate::mutations::{mutate, mutation};
+
 use super::chunked::{Decoded, Decoder, parse_chunk_size};
 use super::response::{BodyLength, body_length, parse};
 
@@ -183,64 +185,26 @@ prop_compose! {
     }
 }
 
-/// One change to a message: a byte replaced, removed, or text that often matters inserted.
-#[derive(Debug, Clone)]
-enum Mutation {
-    Replace(usize, u8),
-    Remove(usize),
-    Insert(usize, &'static str),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Replace(at, b)),
-        any::<usize>().prop_map(Mutation::Remove),
-        (
-            any::<usize>(),
-            prop::sample::select(vec![
-                "+",
-                "-",
-                "0x",
-                " ",
-                "\t",
-                ";",
-                "\r",
-                "\n",
-                "\r\n",
-                "0",
-                "f",
-                "ffffffffffffffff1",
-                "\r\n\r\n",
-                "Content-Length: 5\r\n",
-                "Transfer-Encoding: chunked\r\n",
-                "Content-Length: +3\r\n",
-                "Transfer-Encoding: gzip\r\n",
-            ])
-        )
-            .prop_map(|(at, text)| Mutation::Insert(at, text)),
-    ]
-}
-
-fn mutate(message: &mut Vec<u8>, mutations: &[Mutation]) {
-    for m in mutations {
-        if message.is_empty() {
-            return;
-        }
-        match *m {
-            Mutation::Replace(at, byte) => {
-                let at = at % message.len();
-                message[at] = byte;
-            }
-            Mutation::Remove(at) => {
-                message.remove(at % message.len());
-            }
-            Mutation::Insert(at, text) => {
-                let at = at % (message.len() + 1);
-                message.splice(at..at, text.bytes());
-            }
-        }
-    }
-}
+/// Text that often matters to framing, inserted by mutations.
+const RESPONSE_EDITS: &[&str] = &[
+    "+",
+    "-",
+    "0x",
+    " ",
+    "\t",
+    ";",
+    "\r",
+    "\n",
+    "\r\n",
+    "0",
+    "f",
+    "ffffffffffffffff1",
+    "\r\n\r\n",
+    "Content-Length: 5\r\n",
+    "Transfer-Encoding: chunked\r\n",
+    "Content-Length: +3\r\n",
+    "Transfer-Encoding: gzip\r\n",
+];
 
 fn httparse_head(stream: &[u8]) -> Result<httparse::Status<usize>, httparse::Error> {
     let mut headers = [httparse::EMPTY_HEADER; 128];
@@ -270,7 +234,7 @@ proptest! {
     #[test]
     fn a_mutated_response_is_framed_as_httparse_frames_it_whatever_the_reads(
         (message, _) in response(),
-        mutations in vec(mutation(), 1..4),
+        mutations in vec(mutation(RESPONSE_EDITS), 1..4),
         pieces in vec(1usize..50, 1..6),
     ) {
         let mut message = message;
