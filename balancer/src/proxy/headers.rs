@@ -237,35 +237,50 @@ impl RequestIds {
     }
 
     /// A new id: 32 lower-case hex digits.
-    pub fn next(&self) -> HeaderValue {
+    pub fn next(&self) -> [u8; 32] {
         let count = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = (u128::from(self.prefix) << 64) | u128::from(count);
         let mut text = [0u8; 32];
-        for (i, byte) in self
-            .prefix
-            .to_be_bytes()
-            .into_iter()
-            .chain(count.to_be_bytes())
-            .enumerate()
-        {
-            text[2 * i] = b"0123456789abcdef"[usize::from(byte >> 4)];
-            text[2 * i + 1] = b"0123456789abcdef"[usize::from(byte & 0xf)];
+        for (i, digit) in text.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
         }
-        HeaderValue::from_bytes(&text).expect("hex digits are a valid value")
+        text
     }
 
     /// Sets the request's X-Request-Id and returns it: a trusted proxy's own is kept if it
     /// is short and printable, anything else is replaced by a new one.
-    pub fn assign(&self, headers: &mut HeaderMap, trusted: bool) -> HeaderValue {
+    pub fn assign(&self, headers: &mut HeaderMap, trusted: bool) -> RequestId {
         if trusted
             && let Some(id) = headers.get(&X_REQUEST_ID)
             && (1..=128).contains(&id.len())
             && id.as_bytes().iter().all(u8::is_ascii_graphic)
         {
-            return id.clone();
+            return RequestId::Forwarded(id.clone());
         }
-        let id = self.next();
-        headers.insert(&X_REQUEST_ID, id.clone());
-        id
+        let text = self.next();
+        headers.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_bytes(&text).expect("hex digits are a valid value"),
+        );
+        RequestId::Generated(text)
+    }
+}
+
+/// A request's id as its log lines name it. A generated one is kept on the stack, not
+/// shared with the header it was written to (sharing a header value's bytes costs an
+/// allocation per request); only a trusted proxy's own is a header value.
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    Generated([u8; 32]),
+    Forwarded(HeaderValue),
+}
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        match self {
+            RequestId::Generated(text) => std::str::from_utf8(text).unwrap_or_default(),
+            RequestId::Forwarded(value) => value.to_str().unwrap_or_default(),
+        }
     }
 }
 
@@ -414,7 +429,7 @@ mod tests {
         let ids = RequestIds::new();
         let (a, b) = (ids.next(), ids.next());
         assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
+        assert!(a.iter().all(u8::is_ascii_hexdigit), "{a:?}");
         assert_ne!(
             RequestIds::new().next(),
             a,
@@ -423,14 +438,15 @@ mod tests {
 
         let mut h = map(&[("x-request-id", "from-the-client")]);
         let id = ids.assign(&mut h, false);
-        assert_ne!(id, "from-the-client");
-        assert_eq!(h["x-request-id"], id);
+        assert_ne!(id.as_str(), "from-the-client");
+        assert_eq!(id.as_str().len(), 32);
+        assert_eq!(h["x-request-id"], id.as_str());
 
         let mut h = map(&[("x-request-id", "from-a-trusted-proxy")]);
-        assert_eq!(ids.assign(&mut h, true), "from-a-trusted-proxy");
+        assert_eq!(ids.assign(&mut h, true).as_str(), "from-a-trusted-proxy");
         let mut h = map(&[("x-request-id", "has spaces")]);
-        assert_ne!(ids.assign(&mut h, true), "has spaces");
+        assert_ne!(ids.assign(&mut h, true).as_str(), "has spaces");
         let mut h = HeaderMap::new();
-        assert_eq!(ids.assign(&mut h, true).len(), 32);
+        assert_eq!(ids.assign(&mut h, true).as_str().len(), 32);
     }
 }

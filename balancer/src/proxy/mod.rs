@@ -95,7 +95,7 @@ impl Proxy {
         // Set first, so the backend gets it and every log line about the request names it.
         let trusted = headers::is_trusted(peer, &self.config.forwarding.trusted_proxies);
         let request_id = self.ids.assign(request.headers_mut(), trusted);
-        let request_id = request_id.to_str().unwrap_or_default();
+        let request_id = request_id.as_str();
         let method = request.method().clone();
         // A cheap reference-counted copy, only read if the request fails.
         let uri = request.uri().clone();

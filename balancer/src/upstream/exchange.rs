@@ -1,5 +1,7 @@
 //! One request/response exchange on a connection.
 
+use std::future::Future as _;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -115,17 +117,22 @@ pub async fn send(
     } = &mut *connection;
     // The head goes out first and alone decides "not sent": reading only starts once a
     // byte has left, so a dead connection's end of stream cannot pass for an answer.
-    let coalesced = tokio::time::timeout(
-        guards.body,
-        request::write_head(stream, write, body, framing),
-    )
-    .await
-    .map_err(|_| ExchangeError::Stalled)??;
+    // Almost always the head fits the socket's buffer at once: the idle bound (and the
+    // clock read and timer it costs) only for a write that has to wait.
+    let coalesced = {
+        let mut writing = std::pin::pin!(request::write_head(stream, write, body, framing));
+        match std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
+            Poll::Ready(written) => written?,
+            Poll::Pending => tokio::time::timeout(guards.body, writing)
+                .await
+                .map_err(|_| ExchangeError::Stalled)??,
+        }
+    };
     let mut body_sent = framing == Framing::None;
     let mut sent_at = Instant::now();
     let answer = if body_sent {
-        tokio::time::timeout(
-            guards.response_header,
+        tokio::time::timeout_at(
+            sent_at + guards.response_header,
             read_head(stream, read, spans, upgrade),
         )
         .await
