@@ -300,4 +300,46 @@ mod tests {
         stats.record(Outcome::Answered(204));
         assert_eq!((stats.answered(5), stats.answered(2)), (1, 1));
     }
+
+    #[test]
+    fn the_exposition_names_each_backend_and_uses_prometheus_names() {
+        use crate::backend::{Backend, BackendSet};
+        let backends = Arc::new(Registry::default());
+        let backend = Arc::new(Backend::new(
+            "127.0.0.1:9001".parse().unwrap(),
+            "app:9001".into(),
+            1,
+            String::new(),
+            Health::Up,
+            crate::pool::Pool::new(1, Duration::from_secs(1)),
+        ));
+        backend.stats.record(Outcome::Answered(200));
+        backend.stats.observe_latency(Duration::from_millis(20));
+        backends.store(BackendSet {
+            generation: 1,
+            backends: vec![backend],
+        });
+        let stats = Arc::new(ProxyStats::default());
+        stats.retries.fetch_add(2, Relaxed);
+        let text = render(&registry(backends, stats));
+        for line in [
+            "# TYPE balancer_backend_requests_total counter",
+            r#"balancer_backend_requests_total{backend="127.0.0.1:9001",outcome="answered",class="2xx"} 1"#,
+            r#"balancer_backend_requests_total{backend="127.0.0.1:9001",outcome="timeout",class="none"} 0"#,
+            "# TYPE balancer_backend_response_latency_seconds histogram",
+            r#"balancer_backend_response_latency_seconds_bucket{backend="127.0.0.1:9001",le="0.005"} 0"#,
+            r#"balancer_backend_response_latency_seconds_bucket{backend="127.0.0.1:9001",le="0.025"} 1"#,
+            r#"balancer_backend_response_latency_seconds_bucket{backend="127.0.0.1:9001",le="+Inf"} 1"#,
+            r#"balancer_backend_response_latency_seconds_sum{backend="127.0.0.1:9001"} 0.02"#,
+            r#"balancer_backend_response_latency_seconds_count{backend="127.0.0.1:9001"} 1"#,
+            r#"balancer_backend_health{backend="127.0.0.1:9001",state="up"} 1"#,
+            r#"balancer_backend_in_flight{backend="127.0.0.1:9001"} 0"#,
+            "balancer_retries_total 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in:\n{text}"
+            );
+        }
+    }
 }
