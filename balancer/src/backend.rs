@@ -76,6 +76,8 @@ pub struct Backend {
     ejections: AtomicU32,
     /// Set while an ejection has not yet been reported as over.
     ejection_open: AtomicBool,
+    /// Counters for `/metrics`, bumped on the request path (atomics only).
+    pub stats: crate::metrics::BackendStats,
 }
 
 impl std::fmt::Debug for Backend {
@@ -123,6 +125,7 @@ impl Backend {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             ejection_open: AtomicBool::new(false),
+            stats: crate::metrics::BackendStats::default(),
         }
     }
 
@@ -168,8 +171,16 @@ impl Backend {
         Health::from_u8(self.health.load(Ordering::Relaxed))
     }
 
+    /// Stores the state; a change to up or down is counted for `/metrics`.
     pub(crate) fn set_health(&self, health: Health) {
-        self.health.store(health as u8, Ordering::Relaxed);
+        let previous = self.health.swap(health as u8, Ordering::Relaxed);
+        if previous != health as u8 {
+            match health {
+                Health::Up => self.stats.transitions[0].fetch_add(1, Ordering::Relaxed),
+                Health::Down => self.stats.transitions[1].fetch_add(1, Ordering::Relaxed),
+                Health::Pending => 0,
+            };
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -282,6 +293,7 @@ impl Backend {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = reason;
             self.ejection_open.store(true, Ordering::Relaxed);
+            self.stats.ejections.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 backend = %self.addr, origin = %self.origin, reason, consecutive_failures = failures,
                 ejection_ms = backoff, ejections_in_a_row = streak,

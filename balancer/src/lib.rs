@@ -15,6 +15,7 @@ pub mod framing;
 mod framing_proptests;
 pub mod guards;
 pub mod health;
+pub mod metrics;
 #[cfg(test)]
 mod mutations;
 pub mod pool;
@@ -88,13 +89,20 @@ impl Balancer {
                 config.health.clone(),
             ));
         }
+        let stats = Arc::new(metrics::ProxyStats::default());
         let admin = match config.admin.listen {
             Some(addr) => Some(
-                admin::AdminServer::bind(addr, config.clone(), registry.clone(), sticky.clone())
-                    .await
-                    .map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("admin listener {addr}: {e}"))
-                    })?,
+                admin::AdminServer::bind(
+                    addr,
+                    config.clone(),
+                    registry.clone(),
+                    sticky.clone(),
+                    stats.clone(),
+                )
+                .await
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("admin listener {addr}: {e}"))
+                })?,
             ),
             None => None,
         };
@@ -104,6 +112,7 @@ impl Balancer {
             registry.clone(),
             selection::for_algorithm(config.algorithm),
             sticky,
+            stats,
         ));
         let local = listener.local_addr()?;
         let admin_listen = admin

@@ -10,6 +10,7 @@
 //! | `PUT /api/backends/{address}/weight` `{"weight":N}` | sets its weight (1-1000) |
 //! | `POST /api/backends/{address}/drain` | no new requests nor sticky sessions |
 //! | `POST /api/backends/{address}/resume` | takes requests again |
+//! | `GET /metrics` | Prometheus text exposition ([`crate::metrics`]) |
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ pub async fn handle(
         );
         return response;
     }
+    if path == "/metrics" && method == Method::GET {
+        return metrics(state);
+    }
     let answer = route(state, pool, &method, &path, request).await;
     match &answer {
         Ok((status, _)) if method != Method::GET => {
@@ -114,6 +118,22 @@ fn reply(answer: Answer) -> Response<Full<Bytes>> {
     response
 }
 
+/// The Prometheus exposition, rendered from the live set at this moment.
+fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render(
+        &state.metrics,
+    ))));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 async fn route(
     state: &AdminState,
     pool: PoolGuards,
@@ -121,6 +141,9 @@ async fn route(
     path: &str,
     request: Request<Incoming>,
 ) -> Answer {
+    if path == "/metrics" {
+        return Err(not_allowed("GET"));
+    }
     let Some(rest) = path.strip_prefix("/api/backends") else {
         return Err(refuse(StatusCode::NOT_FOUND, "no such endpoint", None));
     };

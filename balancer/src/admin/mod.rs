@@ -1,5 +1,6 @@
 //! The admin listener: a second, separate socket serving the JSON API ([`api`]) that lists
-//! backends and drains, resumes, reweights, adds and removes them at run time. It is off
+//! backends and drains, resumes, reweights, adds and removes them at run time, and the
+//! Prometheus metrics (`GET /metrics`, [`crate::metrics`]). It is off
 //! unless `admin.listen` is set, never shares the public listener, and answers only
 //! requests carrying the bearer token ([`auth`]); without a token it may only listen on
 //! loopback (checked by `Config::validate`).
@@ -51,6 +52,8 @@ pub struct AdminState {
     pub sticky: Sticky,
     pub config: Arc<Config>,
     verifier: Option<auth::Verifier>,
+    /// The `/metrics` registry: one collector reading the live set at scrape time.
+    pub metrics: prometheus_client::registry::Registry,
 }
 
 /// The bound admin listener, ready to serve.
@@ -66,6 +69,7 @@ impl AdminServer {
         config: Arc<Config>,
         registry: Arc<Registry>,
         sticky: Sticky,
+        stats: Arc<crate::metrics::ProxyStats>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
@@ -79,6 +83,7 @@ impl AdminServer {
         Ok(Self {
             listener,
             state: Arc::new(AdminState {
+                metrics: crate::metrics::registry(registry.clone(), stats),
                 registry,
                 sticky,
                 config,

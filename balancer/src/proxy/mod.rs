@@ -14,6 +14,7 @@ pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body::Body as _;
@@ -25,6 +26,7 @@ use tracing::Instrument as _;
 use crate::backend::{Backend, Registry, now_millis};
 use crate::config::Config;
 use crate::guards::Guards;
+use crate::metrics::{self, ProxyStats};
 use crate::pool;
 use crate::selection::{SelectContext, Selector};
 use crate::sticky::Sticky;
@@ -44,6 +46,8 @@ pub struct Proxy {
     budget: RetryBudget,
     tunnels: upgrade::Tunnels,
     ids: headers::RequestIds,
+    /// Global counters for `/metrics` (atomics; per-backend ones live in `Backend`).
+    stats: Arc<ProxyStats>,
 }
 
 /// The parts of the client's request that every attempt reuses.
@@ -68,6 +72,7 @@ impl Proxy {
         registry: Arc<Registry>,
         selector: Box<dyn Selector>,
         sticky: Option<Sticky>,
+        stats: Arc<ProxyStats>,
     ) -> Self {
         let budget = RetryBudget::new(&config.retry);
         Self {
@@ -79,6 +84,7 @@ impl Proxy {
             budget,
             tunnels: upgrade::Tunnels::default(),
             ids: headers::RequestIds::new(),
+            stats,
         }
     }
 
@@ -190,11 +196,17 @@ impl Proxy {
                 client_ip: peer.ip(),
             },
         );
-        if let Some(id) = &requested
-            && let Some(position) = order.iter().position(|&i| set.backends[i].sticky_id == *id)
-        {
-            let chosen = order.remove(position);
-            order.insert(0, chosen);
+        if let Some(id) = &requested {
+            match order.iter().position(|&i| set.backends[i].sticky_id == *id) {
+                Some(position) => {
+                    let chosen = order.remove(position);
+                    order.insert(0, chosen);
+                    self.stats.sticky_hits.fetch_add(1, Relaxed);
+                }
+                None => {
+                    self.stats.sticky_reroutes.fetch_add(1, Relaxed);
+                }
+            }
         }
         self.budget.deposit();
 
@@ -215,6 +227,7 @@ impl Proxy {
         for (attempt, &index) in order.iter().take(max_attempts).enumerate() {
             let backend = &set.backends[index];
             if attempt > 0 {
+                self.stats.retries.fetch_add(1, Relaxed);
                 tracing::debug!(backend = %backend.addr, attempt, "retrying on next candidate");
             }
             match self
@@ -278,6 +291,7 @@ impl Proxy {
                 Err(error) => {
                     tracing::debug!(backend = %backend.addr, %error, "connect failed");
                     backend.record_failure(passive, "connect failed");
+                    backend.stats.record(metrics::Outcome::ConnectFailed);
                     return Attempt::NotSent(match error {
                         ConnectError::TimedOut => ProxyError::ConnectTimeout,
                         ConnectError::Io(_) => ProxyError::ConnectFailed,
@@ -291,6 +305,7 @@ impl Proxy {
             let answered = match sent {
                 Err(ExchangeError::ResponseTimeout) => {
                     backend.record_failure(passive, "response timeout");
+                    backend.stats.record(metrics::Outcome::Timeout);
                     return Attempt::Failed(ProxyError::ResponseTimeout);
                 }
                 Err(ExchangeError::NotSent(error)) => {
@@ -300,25 +315,30 @@ impl Proxy {
                         continue;
                     }
                     backend.record_failure(passive, "connection closed before sending");
+                    backend.stats.record(metrics::Outcome::ConnectFailed);
                     return Attempt::NotSent(ProxyError::ConnectFailed);
                 }
                 Err(ExchangeError::ClientBody) => {
+                    backend.stats.record(metrics::Outcome::ClientError);
                     return Attempt::Failed(ProxyError::BadRequest(
                         "malformed or incomplete request body",
                     ));
                 }
                 Err(ExchangeError::ClientBodyTimeout) => {
+                    backend.stats.record(metrics::Outcome::ClientError);
                     return Attempt::Failed(ProxyError::ClientTimeout);
                 }
                 Err(error) => {
                     tracing::debug!(backend = %backend.addr, %error, "backend exchange failed");
                     backend.record_failure(passive, "backend connection error");
+                    backend.stats.record(metrics::Outcome::Failed);
                     return Attempt::Failed(ProxyError::BackendFailed);
                 }
                 Ok(answered) => answered,
             };
             if let Some(waited) = answered.waited {
                 backend.record_latency(waited);
+                backend.stats.observe_latency(waited);
             }
             let outcome = answered.outcome;
             let (mut parts, body) = match outcome {
@@ -331,6 +351,9 @@ impl Proxy {
                     (parts, None)
                 }
             };
+            backend
+                .stats
+                .record(metrics::Outcome::Answered(parts.status.as_u16()));
             if parts.status.is_server_error() && passive.count_5xx {
                 backend.record_failure(passive, "5xx response");
             } else {

@@ -10,5 +10,6 @@ mod guards;
 mod health;
 mod helpers;
 mod lifecycle;
+mod metrics;
 mod proxying;
 mod sticky;
