@@ -10,9 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use balancer::Balancer;
-use balancer::admin::auth::AdminToken;
-use balancer::backend::Registry;
 use balancer::config::{Algorithm, Config};
 use balancer::discovery::Discovery;
 use balancer::sticky::{Sticky, StickyKey};
@@ -23,54 +20,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    BinaryBalancer, TestBackend, config, eventually, get, json_field, request, send, spawn_backend,
-    spread,
+    BinaryBalancer, TestBackend, WithAdmin, config, eventually, get, json_field, request, send,
+    spawn_backend, spawn_with_admin as start, spread,
 };
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A balancer in-process with its admin listener on loopback port 0.
-struct Running {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    registry: Arc<Registry>,
-    config: Config,
-    _stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start(mut config: Config, token: Option<&str>) -> Running {
-    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin.token = token.map(AdminToken::from_text);
-    config.validate().expect("test config is valid");
-    let balancer = Balancer::build(config.clone()).await.unwrap();
-    let addr = balancer.local_addr().unwrap();
-    let admin = balancer.admin_addr().expect("admin listener configured");
-    let registry = balancer.registry();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        admin,
-        registry,
-        config,
-        _stop: stop,
-        task,
-    }
-}
 
 /// One admin call: its status and JSON body.
 async fn call(
@@ -104,7 +63,7 @@ async fn listed(admin: SocketAddr, token: Option<&str>, address: SocketAddr) -> 
 }
 
 /// A re-resolution, as the discovery loop runs it, on the live registry.
-async fn re_resolve(running: &Running) {
+async fn re_resolve(running: &WithAdmin) {
     let sticky = Sticky::new(&running.config.sticky, &StickyKey::random().unwrap());
     Discovery::new(&running.config, running.registry.clone(), sticky)
         .refresh()

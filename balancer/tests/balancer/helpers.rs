@@ -618,3 +618,41 @@ pub fn json_field(line: &str, name: &str) -> Option<String> {
         None => rest[..rest.find([',', '}'])?].to_owned(),
     })
 }
+
+/// A balancer in-process with its admin listener on loopback port 0.
+pub struct WithAdmin {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub registry: Arc<Registry>,
+    pub config: Config,
+    _stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for WithAdmin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn spawn_with_admin(mut config: Config, token: Option<&str>) -> WithAdmin {
+    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.admin.token = token.map(balancer::admin::auth::AdminToken::from_text);
+    config.validate().expect("test config is valid");
+    let balancer = Balancer::build(config.clone()).await.unwrap();
+    let addr = balancer.local_addr().unwrap();
+    let admin = balancer.admin_addr().expect("admin listener configured");
+    let registry = balancer.registry();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(balancer.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    WithAdmin {
+        addr,
+        admin,
+        registry,
+        config,
+        _stop: stop,
+        task,
+    }
+}

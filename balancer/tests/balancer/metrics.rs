@@ -9,52 +9,16 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use balancer::Balancer;
-use balancer::admin::auth::AdminToken;
-use balancer::config::Config;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use crate::helpers::{Answer, closed_port, config, eventually, get, request, send, spawn_backend};
+use crate::helpers::{
+    Answer, closed_port, config, eventually, get, request, send, spawn_backend, spawn_with_admin,
+};
 
 const TOKEN: &str = "metrics-admin-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A balancer in-process with its admin listener (token required) on loopback port 0.
-struct Running {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start(mut config: Config) -> Running {
-    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin.token = Some(AdminToken::from_text(TOKEN));
-    config.validate().expect("test config is valid");
-    let balancer = Balancer::build(config).await.unwrap();
-    let addr = balancer.local_addr().unwrap();
-    let admin = balancer.admin_addr().expect("admin listener configured");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        admin,
-        _stop: stop,
-        task,
-    }
-}
 
 async fn scrape_with(admin: SocketAddr, token: Option<&str>) -> Answer {
     let mut builder = Request::get("/metrics");
@@ -141,7 +105,7 @@ async fn counts_per_backend_outcome_and_class_are_exact_and_nothing_is_in_flight
     // Ejected after its third refused connect, and for the rest of the test.
     config.passive.base_ejection = Duration::from_secs(60);
     config.passive.max_ejection = Duration::from_secs(120);
-    let running = start(config).await;
+    let running = spawn_with_admin(config, Some(TOKEN)).await;
 
     let before = Scrape::take(running.admin).await;
     for backend in [ok.addr, failing.addr, refusing.addr] {
@@ -230,7 +194,7 @@ async fn a_backend_going_down_is_one_health_transition() {
     let mut config = config(&[&a, &b]);
     config.health.path = Some("/healthz".into());
     config.health.fall = 2.try_into().unwrap();
-    let running = start(config).await;
+    let running = spawn_with_admin(config, Some(TOKEN)).await;
     let b_label = b.addr.to_string();
     let transitions = |s: &Scrape, to: &str| {
         s.get(
@@ -286,7 +250,7 @@ async fn sticky_hits_and_reroutes_are_counted() {
     let (a, b) = (spawn_backend("a").await, spawn_backend("b").await);
     let mut config = config(&[&a, &b]);
     config.sticky.enabled = true;
-    let running = start(config).await;
+    let running = spawn_with_admin(config, Some(TOKEN)).await;
     let first = get(running.addr, "/").await;
     let set_cookie = first.headers["set-cookie"].to_str().unwrap().to_owned();
     let pair = set_cookie.split(';').next().unwrap().to_owned();
@@ -305,7 +269,7 @@ async fn sticky_hits_and_reroutes_are_counted() {
 #[tokio::test]
 async fn metrics_need_the_token_and_the_public_listener_proxies_the_path() {
     let a = spawn_backend("a").await;
-    let running = start(config(&[&a])).await;
+    let running = spawn_with_admin(config(&[&a]), Some(TOKEN)).await;
     for token in [None, Some("wrong-token-0123456789")] {
         let answer = scrape_with(running.admin, token).await;
         assert_eq!(answer.status, 401, "{token:?}: {}", answer.body);
@@ -326,7 +290,7 @@ async fn metrics_need_the_token_and_the_public_listener_proxies_the_path() {
 #[tokio::test]
 async fn a_removed_backend_leaves_the_exposition() {
     let (a, b) = (spawn_backend("a").await, spawn_backend("b").await);
-    let running = start(config(&[&a, &b])).await;
+    let running = spawn_with_admin(config(&[&a, &b]), Some(TOKEN)).await;
     assert!(Scrape::take(running.admin).await.mentions(b.addr));
     let remove = Request::delete(format!("/api/backends/{}", b.addr))
         .header("authorization", format!("Bearer {TOKEN}"))
