@@ -26,8 +26,10 @@
 //! progress for `client_write` (a client that stopped reading) ends the connection.
 //! Request bodies are bounded where they are read, by the proxy (`client_body`).
 //!
-//! The end of an answer wakes the tap (through [`Findings`]), so the idle time starts when
-//! the answer ends, not at the tap's next look. After `guards::IDLE_PARK_AFTER` of
+//! The idle time starts when the answer ends (recorded in [`Findings`]), not at the tap's
+//! next look. While a request is in flight the tap looks again after
+//! `guards::IDLE_PARK_AFTER`; a request that outlasts that look has its end wake the tap.
+//! (Fast answers, nearly all, so cost no lock and no wake-up.) After `guards::IDLE_PARK_AFTER` of
 //! idleness the tap reports an end of stream of its own (and skips the shutdown hyper
 //! then asks for): hyper's connection ends and frees its buffers, and the server parks the
 //! bare socket until the next request (see `server`).
@@ -38,7 +40,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -70,6 +72,8 @@ pub struct Findings {
     /// The connection's task, when the tap waits on an answer: its end starts the idle
     /// time, which nothing else would wake the tap for.
     reader: Mutex<Option<Waker>>,
+    /// Whether `reader` holds a waker: most answers end with none, and skip the lock.
+    reader_set: AtomicBool,
 }
 
 impl Findings {
@@ -82,6 +86,7 @@ impl Findings {
             answered_at: AtomicU64::new(0),
             base: Instant::now(),
             reader: Mutex::new(None),
+            reader_set: AtomicBool::new(false),
         })
     }
 
@@ -89,7 +94,12 @@ impl Findings {
     pub fn answered(&self) {
         let at = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.answered_at.store(at, Ordering::Relaxed);
-        self.answered.fetch_add(1, Ordering::Release);
+        // SeqCst pairs with `wake_when_answered`: either it sees this answer, or this sees
+        // its waker.
+        self.answered.fetch_add(1, Ordering::SeqCst);
+        if !self.reader_set.swap(false, Ordering::SeqCst) {
+            return;
+        }
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(reader) = reader {
             reader.wake();
@@ -102,6 +112,7 @@ impl Findings {
         if !reader.as_ref().is_some_and(|r| r.will_wake(waker)) {
             *reader = Some(waker.clone());
         }
+        self.reader_set.store(true, Ordering::SeqCst);
     }
 
     /// Records that request number `index` is answered with a protocol switch; called
@@ -165,8 +176,12 @@ enum Wait {
     Unbounded,
     /// The connection is closed if nothing arrives by then.
     Until(Instant, &'static str),
-    /// Nothing to enforce now; evaluate again at this time.
-    Recheck(Instant),
+    /// Nothing to enforce now; evaluate again at this time, or (`wake`) sooner if the
+    /// answer in flight ends first.
+    Recheck {
+        at: Instant,
+        wake: bool,
+    },
     /// Idle: at this time, end hyper's connection so it frees its buffers (see `parked`).
     Park(Instant),
 }
@@ -198,6 +213,9 @@ pub struct FramingTap<IO> {
     /// (hyper keeps that upgrade pending until its connection ends, and would take the
     /// socket with it).
     parkable: bool,
+    /// The number of heads seen when a recheck last came due: equal to `heads` once the
+    /// request in flight has outlasted the first look.
+    looked_again: u64,
 }
 
 impl<IO> FramingTap<IO> {
@@ -217,6 +235,7 @@ impl<IO> FramingTap<IO> {
             _permit: None,
             parked: false,
             parkable: true,
+            looked_again: 0,
         }
     }
 
@@ -278,10 +297,16 @@ impl<IO> FramingTap<IO> {
             | State::Trailers
             | State::Tunnel => return Wait::Unbounded,
             State::AwaitingSwitch { .. } => {
-                return Wait::Recheck(Instant::now() + self.guards.keep_alive_idle);
+                return Wait::Recheck {
+                    at: Instant::now() + self.guards.keep_alive_idle,
+                    wake: true,
+                };
             }
             State::Lost if in_flight => {
-                return Wait::Recheck(Instant::now() + self.guards.header);
+                return Wait::Recheck {
+                    at: Instant::now() + self.guards.header,
+                    wake: true,
+                };
             }
             State::Lost => {
                 let since = self.head_since.map_or(self.findings.last_answer(), |s| {
@@ -300,8 +325,21 @@ impl<IO> FramingTap<IO> {
         if in_flight {
             // A request is in flight: waiting for its answer is the backend's timeout. Look
             // again later: the answer may end without this connection being read again, and
-            // the idle time then counts from its end.
-            return Wait::Recheck(Instant::now() + self.guards.keep_alive_idle);
+            // the idle time (and parking) then counts from its end. Most answers end within
+            // the parking delay, so the first look is a timer only: asking the answer to
+            // wake the task costs a lock, and a wake-up in the middle of the connection's
+            // own poll costs a whole extra poll of it, on every request. Only a request
+            // still in flight at that look asks to be woken when it ends.
+            if self.looked_again == self.heads {
+                return Wait::Recheck {
+                    at: Instant::now() + self.guards.keep_alive_idle,
+                    wake: true,
+                };
+            }
+            return Wait::Recheck {
+                at: Instant::now() + IDLE_PARK_AFTER.min(self.guards.keep_alive_idle),
+                wake: false,
+            };
         }
         let park_at = self.findings.last_answer() + IDLE_PARK_AFTER;
         let idle_until = self.idle_deadline();
@@ -322,13 +360,15 @@ impl<IO> FramingTap<IO> {
             let (deadline, enforced, park) = match self.wait() {
                 Wait::Unbounded => return Poll::Pending,
                 Wait::Until(deadline, what) => (deadline, Some(what), false),
-                Wait::Recheck(at) => {
-                    self.findings.wake_when_answered(cx.waker());
-                    // It may have completed just before the registration.
-                    if self.findings.answered.load(Ordering::Acquire) >= self.heads
-                        && matches!(self.state, State::Head)
-                    {
-                        continue;
+                Wait::Recheck { at, wake } => {
+                    if wake {
+                        self.findings.wake_when_answered(cx.waker());
+                        // It may have completed just before the registration.
+                        if self.findings.answered.load(Ordering::SeqCst) >= self.heads
+                            && matches!(self.state, State::Head)
+                        {
+                            continue;
+                        }
                     }
                     (at, None, false)
                 }
@@ -356,6 +396,9 @@ impl<IO> FramingTap<IO> {
             let next = if enforced.is_some() || park {
                 deadline
             } else {
+                // A recheck came due: if the same request is still in flight, the next
+                // look is woken by its end.
+                self.looked_again = self.heads;
                 Instant::now() + self.guards.keep_alive_idle.min(self.guards.header)
             };
             timer.as_mut().reset(next);
