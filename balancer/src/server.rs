@@ -15,7 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Config;
 use crate::framing::{Findings, FramingTap};
@@ -45,7 +45,7 @@ pub async fn serve(
         .keep_alive(true);
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(guards.max_connections));
-    let (stop, stopped) = watch::channel(false);
+    let stop = Arc::new(Stop::default());
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -106,7 +106,7 @@ pub async fn serve(
             }
         });
         let builder = builder.clone();
-        let mut stopped = stopped.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let mut io = io;
             let mut service = service;
@@ -117,9 +117,9 @@ pub async fn serve(
                         .serve_connection(TokioIo::new(io), service)
                         .with_upgrades(),
                 );
-                let ended = tokio::select! {
-                    ended = &mut *connection => ended,
-                    _ = stopped.changed() => {
+                let ended = match stop.or(&mut *connection).await {
+                    Some(ended) => ended,
+                    None => {
                         // Finish the request in progress, then close instead of keeping alive.
                         Pin::new(&mut *connection).graceful_shutdown();
                         (&mut *connection).await
@@ -134,7 +134,7 @@ pub async fn serve(
                     return;
                 };
                 let mut tap = parts.io.into_inner();
-                if !tap.take_parked() || !parts.read_buf.is_empty() || *stopped.borrow() {
+                if !tap.take_parked() || !parts.read_buf.is_empty() || stop.requested() {
                     return;
                 }
                 // Empty, but it still holds hyper's read buffer.
@@ -143,11 +143,12 @@ pub async fn serve(
                 // and start a new one when the next request begins.
                 tap.release_buffers();
                 tracing::trace!(%peer, "idle connection parked");
-                let woke = tokio::select! {
-                    ready = tokio::time::timeout_at(tap.idle_deadline(), tap.get_ref().readable()) => {
-                        matches!(ready, Ok(Ok(())))
-                    }
-                    _ = stopped.changed() => false,
+                let woke = {
+                    let readable = std::pin::pin!(tokio::time::timeout_at(
+                        tap.idle_deadline(),
+                        tap.get_ref().readable()
+                    ));
+                    matches!(stop.or(readable).await, Some(Ok(Ok(()))))
                 };
                 if !woke {
                     return;
@@ -160,7 +161,7 @@ pub async fn serve(
     drop(listener);
     tracing::info!(grace = ?config.timeouts.shutdown_grace, "shutting down: no longer accepting, draining in-flight requests");
     let deadline = tokio::time::Instant::now() + config.timeouts.shutdown_grace;
-    let _ = stop.send(true);
+    stop.request();
     // Tunnels hold their connection's permit too: this waits for them as well.
     let all = u32::try_from(guards.max_connections).unwrap_or(u32::MAX);
     match tokio::time::timeout_at(deadline, connections.acquire_many(all)).await {
@@ -170,6 +171,53 @@ pub async fn serve(
     // Upgraded connections left hyper's hands at their 101: they get what is left of the
     // same grace period.
     proxy.tunnels().drain(deadline).await;
+}
+
+/// The shutdown signal every connection task waits on beside its connection.
+///
+/// A `watch` channel's `changed()` (or a `select!`) is polled again at every wake-up of
+/// the task, which is several times per request; here the signal is polled once, to
+/// register the task, and after that each wake-up costs one atomic load.
+#[derive(Debug, Default)]
+struct Stop {
+    requested: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Runs `work` until it completes (`Some`) or a stop is requested (`None`).
+    async fn or<F: Future + Unpin>(&self, mut work: F) -> Option<F::Output> {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(output) = Pin::new(&mut work).poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            if !registered {
+                registered = true;
+                if notified.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+            }
+            // After the registration: a request made before it is seen here, one made
+            // after it wakes this task.
+            if self.requested() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 /// A response body that tells the framing tap when its exchange is over (its last frame
