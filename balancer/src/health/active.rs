@@ -55,6 +55,7 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
         uri: &uri,
         headers: &headers,
         host_fallback: Some(&backend.origin),
+        request_id: None,
     };
     let exchange = async {
         let connection = Connection::connect(backend.addr, config.timeout)

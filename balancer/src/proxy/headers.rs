@@ -213,7 +213,8 @@ pub fn is_trusted(peer: SocketAddr, trusted: &[Cidr]) -> bool {
 /// balancer instances and restarts without a random draw per request.
 #[derive(Debug)]
 pub struct RequestIds {
-    prefix: u64,
+    /// The prefix's 16 hex digits, written once.
+    prefix: [u8; 16],
     next: AtomicU64,
 }
 
@@ -231,7 +232,7 @@ impl RequestIds {
             }
         };
         Self {
-            prefix,
+            prefix: hex16(prefix),
             next: AtomicU64::new(0),
         }
     }
@@ -239,16 +240,16 @@ impl RequestIds {
     /// A new id: 32 lower-case hex digits.
     pub fn next(&self) -> [u8; 32] {
         let count = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = (u128::from(self.prefix) << 64) | u128::from(count);
         let mut text = [0u8; 32];
-        for (i, digit) in text.iter_mut().enumerate() {
-            *digit = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
-        }
+        text[..16].copy_from_slice(&self.prefix);
+        text[16..].copy_from_slice(&hex16(count));
         text
     }
 
-    /// Sets the request's X-Request-Id and returns it: a trusted proxy's own is kept if it
-    /// is short and printable, anything else is replaced by a new one.
+    /// Decides the request's X-Request-Id and returns it: a trusted proxy's own is kept if
+    /// it is short and printable; anything else is removed, and the new id returned is
+    /// written by the backend client as it encodes the head (`RequestId::header`), which
+    /// spares building a header value and inserting it into the map on every request.
     pub fn assign(&self, headers: &mut HeaderMap, trusted: bool) -> RequestId {
         if trusted
             && let Some(id) = headers.get(&X_REQUEST_ID)
@@ -257,18 +258,27 @@ impl RequestIds {
         {
             return RequestId::Forwarded(id.clone());
         }
-        let text = self.next();
-        headers.insert(
-            &X_REQUEST_ID,
-            HeaderValue::from_bytes(&text).expect("hex digits are a valid value"),
-        );
-        RequestId::Generated(text)
+        // Clients rarely send one: a pass over the few names present is cheaper than the
+        // hashed lookup of a removal.
+        if headers.keys().any(|name| name == X_REQUEST_ID) {
+            headers.remove(&X_REQUEST_ID);
+        }
+        RequestId::Generated(self.next())
     }
 }
 
-/// A request's id as its log lines name it. A generated one is kept on the stack, not
-/// shared with the header it was written to (sharing a header value's bytes costs an
-/// allocation per request); only a trusted proxy's own is a header value.
+/// `n` as 16 lower-case hex digits.
+fn hex16(n: u64) -> [u8; 16] {
+    let mut text = [0u8; 16];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    text
+}
+
+/// A request's id as its log lines name it. A generated one is kept on the stack and is
+/// not in the request's headers; only a trusted proxy's own is a header value (and stays
+/// in the headers).
 #[derive(Debug, Clone)]
 pub enum RequestId {
     Generated([u8; 32]),
@@ -280,6 +290,15 @@ impl RequestId {
         match self {
             RequestId::Generated(text) => std::str::from_utf8(text).unwrap_or_default(),
             RequestId::Forwarded(value) => value.to_str().unwrap_or_default(),
+        }
+    }
+
+    /// The X-Request-Id value the backend client must add to the request's headers: a
+    /// generated id's (a forwarded one is already among them).
+    pub fn header(&self) -> Option<&[u8]> {
+        match self {
+            RequestId::Generated(text) => Some(text),
+            RequestId::Forwarded(_) => None,
         }
     }
 }
@@ -440,10 +459,21 @@ mod tests {
         let id = ids.assign(&mut h, false);
         assert_ne!(id.as_str(), "from-the-client");
         assert_eq!(id.as_str().len(), 32);
-        assert_eq!(h["x-request-id"], id.as_str());
+        assert!(
+            !h.contains_key("x-request-id"),
+            "the client's id is removed"
+        );
+        assert_eq!(id.header(), Some(id.as_str().as_bytes()));
+        assert!(
+            a[..16] == b[..16] && a[16..] != b[16..],
+            "one prefix per process, then the counter: {a:?} {b:?}"
+        );
 
         let mut h = map(&[("x-request-id", "from-a-trusted-proxy")]);
-        assert_eq!(ids.assign(&mut h, true).as_str(), "from-a-trusted-proxy");
+        let id = ids.assign(&mut h, true);
+        assert_eq!(id.as_str(), "from-a-trusted-proxy");
+        assert_eq!(id.header(), None, "kept in the headers, not added again");
+        assert_eq!(h["x-request-id"], "from-a-trusted-proxy");
         let mut h = map(&[("x-request-id", "has spaces")]);
         assert_ne!(ids.assign(&mut h, true).as_str(), "has spaces");
         let mut h = HeaderMap::new();

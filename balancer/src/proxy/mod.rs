@@ -51,11 +51,24 @@ pub struct Proxy {
 }
 
 /// The parts of the client's request that every attempt reuses.
-struct Head {
+struct Head<'a> {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    /// Written to the backend besides `headers` (see `headers::RequestIds::assign`).
+    request_id: Option<&'a [u8]>,
 }
+
+/// `0, 1, 2, ...`: the eligible list when every backend of a set this size is available.
+static EVERY_INDEX: [usize; 64] = {
+    let mut all = [0; 64];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = i;
+        i += 1;
+    }
+    all
+};
 
 /// How one attempt on one backend ended.
 enum Attempt {
@@ -100,17 +113,16 @@ impl Proxy {
     ) -> Response<ClientBody> {
         // Set first, so the backend gets it and every log line about the request names it.
         let trusted = headers::is_trusted(peer, &self.config.forwarding.trusted_proxies);
-        let request_id = self.ids.assign(request.headers_mut(), trusted);
-        let request_id = request_id.as_str();
+        let id = self.ids.assign(request.headers_mut(), trusted);
         let method = request.method().clone();
         // A cheap reference-counted copy, only read if the request fails.
         let uri = request.uri().clone();
         // A span only where debug logging is on: wrapping every request's future in one
         // (even a disabled span) moves and polls it through one more layer.
-        let forwarded = self.forward(peer, request);
+        let forwarded = self.forward(peer, request, id.header());
         let outcome = if tracing::enabled!(tracing::Level::DEBUG) {
             forwarded
-                .instrument(tracing::debug_span!("request", request_id))
+                .instrument(tracing::debug_span!("request", request_id = id.as_str()))
                 .await
         } else {
             forwarded.await
@@ -119,9 +131,9 @@ impl Proxy {
             Ok(response) => response,
             Err(error) => {
                 if error.status().is_server_error() {
-                    tracing::warn!(%peer, %method, path = uri.path(), request_id, %error, status = error.status().as_u16(), "request failed");
+                    tracing::warn!(%peer, %method, path = uri.path(), request_id = id.as_str(), %error, status = error.status().as_u16(), "request failed");
                 } else {
-                    tracing::debug!(%peer, %method, path = uri.path(), request_id, %error, "request refused");
+                    tracing::debug!(%peer, %method, path = uri.path(), request_id = id.as_str(), %error, "request refused");
                 }
                 error.into_response()
             }
@@ -132,6 +144,7 @@ impl Proxy {
         &self,
         peer: SocketAddr,
         mut request: Request<Incoming>,
+        request_id: Option<&[u8]>,
     ) -> Result<Response<ClientBody>, ProxyError> {
         let target = guard::check(&request, &self.config.forwarding.server_names)?;
         let upgrade = headers::wants_upgrade(request.headers());
@@ -141,6 +154,7 @@ impl Proxy {
             method: parts.method,
             uri: target,
             headers: parts.headers,
+            request_id,
         };
         let requested = self
             .sticky
@@ -178,20 +192,30 @@ impl Proxy {
 
         let set = self.registry.load_full();
         let now = now_millis();
-        let mut eligible: Vec<usize> = (0..set.backends.len())
-            .filter(|&i| set.backends[i].is_available(now))
-            .collect();
-        if eligible.is_empty() && self.config.fail_open {
-            eligible = (0..set.backends.len())
-                .filter(|&i| !set.backends[i].is_draining())
-                .collect();
-        }
+        let n = set.backends.len();
+        // Usually every backend is available: then the list of them is a constant, not an
+        // allocation per request.
+        let some: Vec<usize>;
+        let eligible: &[usize] =
+            if n <= EVERY_INDEX.len() && set.backends.iter().all(|b| b.is_available(now)) {
+                &EVERY_INDEX[..n]
+            } else {
+                let available = (0..n)
+                    .filter(|&i| set.backends[i].is_available(now))
+                    .collect::<Vec<_>>();
+                some = if available.is_empty() && self.config.fail_open {
+                    (0..n).filter(|&i| !set.backends[i].is_draining()).collect()
+                } else {
+                    available
+                };
+                &some
+            };
         if eligible.is_empty() {
             return Err(ProxyError::NoBackend);
         }
         let mut order = self.selector.select(
             &set,
-            &eligible,
+            eligible,
             &SelectContext {
                 client_ip: peer.ip(),
             },
@@ -266,7 +290,7 @@ impl Proxy {
     async fn attempt(
         &self,
         backend: &Arc<Backend>,
-        head: &Head,
+        head: &Head<'_>,
         body: &mut RequestBody,
         client_upgrade: &mut Option<OnUpgrade>,
     ) -> Attempt {
@@ -278,6 +302,7 @@ impl Proxy {
             uri: &head.uri,
             headers: &head.headers,
             host_fallback: Some(&backend.origin),
+            request_id: head.request_id,
         };
         let mut fresh = false;
         loop {

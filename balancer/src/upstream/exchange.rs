@@ -27,6 +27,8 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
     /// Sent as `Host` when `headers` has none.
     pub host_fallback: Option<&'a str>,
+    /// An X-Request-Id value to send besides `headers` (which must not hold one then).
+    pub request_id: Option<&'a [u8]>,
 }
 
 #[derive(Debug)]
@@ -106,6 +108,7 @@ pub async fn send(
         head.uri,
         head.headers,
         head.host_fallback,
+        head.request_id,
         framing,
     );
     let Connection {

@@ -71,6 +71,7 @@ pub(super) fn encode_head(
     uri: &Uri,
     headers: &HeaderMap,
     host_fallback: Option<&str>,
+    request_id: Option<&[u8]>,
     framing: Framing,
 ) {
     out.clear();
@@ -91,6 +92,9 @@ pub(super) fn encode_head(
     }
     for (name, value) in headers {
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(id) = request_id {
+        push_header(out, b"x-request-id", id);
     }
     if framing == Framing::Chunked {
         push_header(out, b"transfer-encoding", b"chunked");
@@ -239,7 +243,7 @@ mod tests {
         }
         let mut out = Vec::new();
         let uri: Uri = "/a/b?c=d".parse().unwrap();
-        encode_head(&mut out, &Method::POST, &uri, &map, host, framing);
+        encode_head(&mut out, &Method::POST, &uri, &map, host, None, framing);
         String::from_utf8(out).unwrap()
     }
 

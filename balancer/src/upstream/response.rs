@@ -127,9 +127,8 @@ pub(super) fn body_length(
     }
     let mut length = None;
     for value in head.headers.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| Invalid::ContentLength)?;
-        for part in text.split(',') {
-            let n = content_length_value(part.as_bytes()).ok_or(Invalid::ContentLength)?;
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let n = content_length_value(part).ok_or(Invalid::ContentLength)?;
             if length.is_some_and(|l| l != n) {
                 return Err(Invalid::ContentLength);
             }
@@ -147,10 +146,13 @@ pub(super) fn body_length(
 /// `str::parse` alone would also take a sign (`+5`), which hyper refuses.
 pub(crate) fn content_length_value(part: &[u8]) -> Option<u64> {
     let digits = part.trim_ascii();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// Whether the backend lets the connection carry another request.
