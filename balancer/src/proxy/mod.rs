@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use arc_swap::ArcSwap;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
@@ -28,26 +29,64 @@ use crate::config::Config;
 use crate::guards::Guards;
 use crate::metrics::{self, ProxyStats};
 use crate::pool;
-use crate::selection::{SelectContext, Selector};
+use crate::selection::{self, SelectContext, Selector};
 use crate::sticky::Sticky;
 use crate::upstream::{self, ConnectError, Connection, ExchangeError, Outcome, RequestBody};
 use body::{ClientBody, ProxiedBody};
 use error::ProxyError;
 use retry::RetryBudget;
 
-/// Shared by every connection: the policy objects and the live backend set.
+/// Shared by every connection: the policy in force and the live backend set.
 #[derive(Debug)]
 pub struct Proxy {
-    config: Arc<Config>,
-    guards: Guards,
+    /// Swapped whole by a configuration reload; each request loads it once, at its start,
+    /// so a request (and the tunnel it may open) runs under one configuration throughout.
+    policy: ArcSwap<Policy>,
     registry: Arc<Registry>,
-    selector: Box<dyn Selector>,
-    sticky: Option<Sticky>,
-    budget: RetryBudget,
     tunnels: upgrade::Tunnels,
     ids: headers::RequestIds,
     /// Global counters for `/metrics` (atomics; per-backend ones live in `Backend`).
     stats: Arc<ProxyStats>,
+}
+
+/// Everything a request's handling reads from the configuration, derived once per
+/// configuration: the config itself, its bounds, the selector, the sticky cookie settings
+/// and the retry budget.
+#[derive(Debug)]
+pub struct Policy {
+    pub config: Arc<Config>,
+    pub guards: Guards,
+    selector: Arc<dyn Selector>,
+    sticky: Option<Sticky>,
+    budget: Arc<RetryBudget>,
+}
+
+impl Policy {
+    /// `sticky` carries the cookie settings and key; it is used only if `config` enables it.
+    pub fn new(config: Arc<Config>, sticky: Sticky) -> Self {
+        Self {
+            guards: Guards::from_config(&config),
+            selector: selection::for_algorithm(config.algorithm).into(),
+            sticky: config.sticky.enabled.then_some(sticky),
+            budget: Arc::new(RetryBudget::new(&config.retry)),
+            config,
+        }
+    }
+
+    /// The policy of `config`, keeping this one's selector (its rotation, smooth-WRR scores,
+    /// hash ring) when the algorithm is the same, and its retry budget when the retry
+    /// settings are: a reload that does not touch them does not reset them.
+    pub fn succeed(&self, config: Arc<Config>, sticky: Sticky) -> Self {
+        let mut next = Self::new(config, sticky);
+        if next.config.algorithm == self.config.algorithm {
+            next.selector = self.selector.clone();
+        }
+        let (old, new) = (&self.config.retry, &next.config.retry);
+        if (old.budget_ratio, old.budget_min) == (new.budget_ratio, new.budget_min) {
+            next.budget = self.budget.clone();
+        }
+        next
+    }
 }
 
 /// The parts of the client's request that every attempt reuses.
@@ -67,25 +106,24 @@ enum Attempt {
 }
 
 impl Proxy {
-    pub fn new(
-        config: Arc<Config>,
-        registry: Arc<Registry>,
-        selector: Box<dyn Selector>,
-        sticky: Option<Sticky>,
-        stats: Arc<ProxyStats>,
-    ) -> Self {
-        let budget = RetryBudget::new(&config.retry);
+    pub fn new(policy: Policy, registry: Arc<Registry>, stats: Arc<ProxyStats>) -> Self {
         Self {
-            guards: Guards::from_config(&config),
-            config,
+            policy: ArcSwap::from_pointee(policy),
             registry,
-            selector,
-            sticky,
-            budget,
             tunnels: upgrade::Tunnels::default(),
             ids: headers::RequestIds::new(),
             stats,
         }
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Puts `policy` in force for every request that starts from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
     }
 
     /// The upgraded (WebSocket) connections this proxy opened and that are still open.
@@ -98,8 +136,10 @@ impl Proxy {
         peer: SocketAddr,
         mut request: Request<Incoming>,
     ) -> Response<ClientBody> {
+        // The one configuration this request runs under, whatever a reload does meanwhile.
+        let policy = self.policy.load_full();
         // Set first, so the backend gets it and every log line about the request names it.
-        let trusted = headers::is_trusted(peer, &self.config.forwarding.trusted_proxies);
+        let trusted = headers::is_trusted(peer, &policy.config.forwarding.trusted_proxies);
         let request_id = self.ids.assign(request.headers_mut(), trusted);
         let request_id = request_id.as_str();
         let method = request.method().clone();
@@ -107,7 +147,7 @@ impl Proxy {
         let uri = request.uri().clone();
         // A span only where debug logging is on: wrapping every request's future in one
         // (even a disabled span) moves and polls it through one more layer.
-        let forwarded = self.forward(peer, request);
+        let forwarded = self.forward(&policy, peer, request);
         let outcome = if tracing::enabled!(tracing::Level::DEBUG) {
             forwarded
                 .instrument(tracing::debug_span!("request", request_id))
@@ -130,10 +170,11 @@ impl Proxy {
 
     async fn forward(
         &self,
+        policy: &Policy,
         peer: SocketAddr,
         mut request: Request<Incoming>,
     ) -> Result<Response<ClientBody>, ProxyError> {
-        let target = guard::check(&request, &self.config.forwarding.server_names)?;
+        let target = guard::check(&request, &policy.config.forwarding.server_names)?;
         let upgrade = headers::wants_upgrade(request.headers());
         let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (parts, incoming) = request.into_parts();
@@ -142,7 +183,7 @@ impl Proxy {
             uri: target,
             headers: parts.headers,
         };
-        let requested = self
+        let requested = policy
             .sticky
             .as_ref()
             .and_then(|s| s.requested(&head.headers));
@@ -150,9 +191,9 @@ impl Proxy {
         headers::set_forwarded(
             &mut head.headers,
             peer,
-            &self.config.forwarding.trusted_proxies,
+            &policy.config.forwarding.trusted_proxies,
         );
-        if let Some(sticky) = &self.sticky {
+        if let Some(sticky) = &policy.sticky {
             sticky.strip(&mut head.headers);
         }
         let bodiless = incoming.is_end_stream();
@@ -162,7 +203,7 @@ impl Proxy {
             // Read the first frame before choosing a backend: a body whose framing is broken
             // from the start (bad chunk size) is refused without reaching anyone.
             let mut incoming = incoming;
-            let first = tokio::time::timeout(self.guards.client.body, incoming.frame())
+            let first = tokio::time::timeout(policy.guards.client.body, incoming.frame())
                 .await
                 .map_err(|_| ProxyError::ClientTimeout)?;
             let first = match first {
@@ -181,7 +222,7 @@ impl Proxy {
         let mut eligible: Vec<usize> = (0..set.backends.len())
             .filter(|&i| set.backends[i].is_available(now))
             .collect();
-        if eligible.is_empty() && self.config.fail_open {
+        if eligible.is_empty() && policy.config.fail_open {
             eligible = (0..set.backends.len())
                 .filter(|&i| !set.backends[i].is_draining())
                 .collect();
@@ -189,7 +230,7 @@ impl Proxy {
         if eligible.is_empty() {
             return Err(ProxyError::NoBackend);
         }
-        let mut order = self.selector.select(
+        let mut order = policy.selector.select(
             &set,
             &eligible,
             &SelectContext {
@@ -208,9 +249,9 @@ impl Proxy {
                 }
             }
         }
-        self.budget.deposit();
+        policy.budget.deposit();
 
-        let idempotent_retry = self.config.retry.idempotent
+        let idempotent_retry = policy.config.retry.idempotent
             && bodiless
             && !upgrade
             && matches!(
@@ -223,7 +264,7 @@ impl Proxy {
                     | Method::TRACE
             );
         let mut last_error = ProxyError::NoBackend;
-        let max_attempts = self.config.retry.max_attempts.get() as usize;
+        let max_attempts = policy.config.retry.max_attempts.get() as usize;
         for (attempt, &index) in order.iter().take(max_attempts).enumerate() {
             let backend = &set.backends[index];
             if attempt > 0 {
@@ -231,12 +272,12 @@ impl Proxy {
                 tracing::debug!(backend = %backend.addr, attempt, "retrying on next candidate");
             }
             match self
-                .attempt(backend, &head, &mut body, &mut client_upgrade)
+                .attempt(policy, backend, &head, &mut body, &mut client_upgrade)
                 .await
             {
                 Attempt::Answered(mut response) => {
                     tracing::debug!(backend = %backend.addr, status = response.status().as_u16(), "answered");
-                    if let Some(sticky) = &self.sticky
+                    if let Some(sticky) = &policy.sticky
                         && requested.as_deref() != Some(backend.sticky_id.as_str())
                     {
                         response
@@ -249,7 +290,7 @@ impl Proxy {
                 Attempt::Failed(error) => {
                     let retry = idempotent_retry
                         && !matches!(error, ProxyError::BadRequest(_) | ProxyError::ClientTimeout)
-                        && self.budget.withdraw();
+                        && policy.budget.withdraw();
                     if !retry {
                         return Err(error);
                     }
@@ -265,13 +306,14 @@ impl Proxy {
     /// request left is replaced by a fresh one once.
     async fn attempt(
         &self,
+        policy: &Policy,
         backend: &Arc<Backend>,
         head: &Head,
         body: &mut RequestBody,
         client_upgrade: &mut Option<OnUpgrade>,
     ) -> Attempt {
-        let passive = &self.config.passive;
-        let guards = &self.guards.backend;
+        let passive = &policy.config.passive;
+        let guards = &policy.guards.backend;
         let in_flight = backend.track();
         let request = upstream::RequestHead {
             method: &head.method,
@@ -346,7 +388,7 @@ impl Proxy {
                 Outcome::Switched(parts, stream, early) => {
                     if let Some(client) = client_upgrade.take() {
                         self.tunnels
-                            .spawn(client, stream, early, self.guards.tunnel, backend.addr);
+                            .spawn(client, stream, early, policy.guards.tunnel, backend.addr);
                     }
                     (parts, None)
                 }
@@ -366,7 +408,7 @@ impl Proxy {
                     body,
                     backend.clone(),
                     in_flight,
-                    self.config.clone(),
+                    policy.config.clone(),
                 )),
                 None => ClientBody::empty(),
             };
