@@ -80,8 +80,7 @@ impl Discovery {
             })
             .collect();
         self.specs = config.backends.clone();
-        self.initial_health = if config.health.path.is_some() && config.health.wait_for_first_pass
-        {
+        self.initial_health = if config.health.path.is_some() && config.health.wait_for_first_pass {
             Health::Pending
         } else {
             Health::Up

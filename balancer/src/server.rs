@@ -161,7 +161,10 @@ pub async fn serve(
     }
     drop(listener);
     let grace = proxy.policy().config.timeouts.shutdown_grace;
-    tracing::info!(?grace, "shutting down: no longer accepting, draining in-flight requests");
+    tracing::info!(
+        ?grace,
+        "shutting down: no longer accepting, draining in-flight requests"
+    );
     let deadline = tokio::time::Instant::now() + grace;
     let _ = stop.send(true);
     // Tunnels hold their connection's permit too: this waits for them as well.

@@ -76,7 +76,12 @@ impl AdminServer {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         // The token is the start-up one: a reload refuses to change it.
-        let verifier = config.borrow().admin.token.as_ref().map(auth::Verifier::new);
+        let verifier = config
+            .borrow()
+            .admin
+            .token
+            .as_ref()
+            .map(auth::Verifier::new);
         if verifier.is_some() {
             tracing::info!(admin_listen = %local, "admin API listening; calls need the bearer token");
         } else {

@@ -387,8 +387,13 @@ impl Proxy {
                 Outcome::Response(parts, body) => (parts, Some(body)),
                 Outcome::Switched(parts, stream, early) => {
                     if let Some(client) = client_upgrade.take() {
-                        self.tunnels
-                            .spawn(client, stream, early, policy.guards.tunnel, backend.addr);
+                        self.tunnels.spawn(
+                            client,
+                            stream,
+                            early,
+                            policy.guards.tunnel,
+                            backend.addr,
+                        );
                     }
                     (parts, None)
                 }
