@@ -1243,6 +1243,47 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_may_not_change_what_needs_a_restart_and_never_shows_a_secret() {
+        let base = Config {
+            backends: vec!["b:80".parse().unwrap()],
+            ..Config::default()
+        };
+        let mut next = base.clone();
+        next.backends = vec!["c:80".parse().unwrap()];
+        next.algorithm = Algorithm::IpHash;
+        next.timeouts.connect = Duration::from_secs(1);
+        base.check_reloadable(&next).unwrap();
+
+        next.listen = "0.0.0.0:9000".parse().unwrap();
+        next.origins.set("listen", Origin::Flag("--listen"));
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(
+            error.starts_with("flag --listen: listen changed from 0.0.0.0:8080 to 0.0.0.0:9000")
+                && error.contains("needs a restart"),
+            "{error}"
+        );
+
+        let secret = "a-sticky-key-of-more-than-16-bytes";
+        let mut next = base.clone();
+        next.sticky.key = Some(StickyKey::from_text(secret.to_owned()));
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(error.contains("sticky.key changed"), "{error}");
+        assert!(!error.contains(secret), "{error}");
+        let mut next = base.clone();
+        next.limits.max_connections = 5;
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(
+            error.contains("limits.max_connections changed from 10000 to 5"),
+            "{error}"
+        );
+        let mut next = base.clone();
+        next.admin.token = Some(AdminToken::from_text("an-admin-token-0123456789"));
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(error.contains("admin.token_file changed"), "{error}");
+        assert!(!error.contains("0123456789"), "{error}");
+    }
+
+    #[test]
     fn layers_apply_in_order_and_validation_runs() {
         let overrides = Overrides {
             backends: vec!["b:80".parse().unwrap()],

@@ -252,6 +252,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reconfigured_weight_changes_in_place_unless_the_api_pinned_it() {
+        let mut config = Config {
+            backends: vec![
+                "127.0.0.1:7001".parse().unwrap(),
+                "127.0.0.1:7002".parse().unwrap(),
+            ],
+            ..Config::default()
+        };
+        let registry = Arc::new(Registry::default());
+        let mut discovery = Discovery::new(&config, registry.clone(), sticky(&config));
+        discovery.refresh().await;
+        let first = registry.load_full();
+        first.backends[1].set_weight(7);
+
+        config.backends = vec![
+            "127.0.0.1:7001,weight=3".parse().unwrap(),
+            "127.0.0.1:7002,weight=4".parse().unwrap(),
+        ];
+        discovery.reconfigure(&config);
+        let changed = discovery.refresh().await;
+        assert_eq!(changed.reweighted, ["127.0.0.1:7001".parse().unwrap()]);
+        assert!(changed.added.is_empty() && changed.removed.is_empty());
+        let second = registry.load_full();
+        assert_eq!(second.generation, first.generation + 1, "selectors rebuild");
+        assert!(Arc::ptr_eq(&first.backends[0], &second.backends[0]));
+        assert_eq!(second.backends[0].weight(), 3);
+        assert_eq!(second.backends[1].weight(), 7, "the API's weight stays");
+    }
+
+    #[tokio::test]
     async fn a_failed_lookup_keeps_the_previous_addresses() {
         let config = Config {
             backends: vec!["127.0.0.1:7001".parse().unwrap()],

@@ -56,8 +56,8 @@ pub struct Balancer {
 
 impl Balancer {
     /// Binds the listener, resolves the backends and starts discovery and health checks.
-    /// Its [`Reloader`] can apply configurations built in code, but has no sources to read
-    /// again: see [`Self::build_from`].
+    /// It has no sources to read again: its [`Reloader`] refuses every reload (see
+    /// [`Self::build_from`]).
     pub async fn build(config: Config) -> std::io::Result<Self> {
         Self::build_with(config, None).await
     }

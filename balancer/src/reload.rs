@@ -221,18 +221,6 @@ impl Reloader {
         result
     }
 
-    /// Applies `next` as a reload would (validated, checked, reconciled), without reading
-    /// any source: for a configuration built in code.
-    pub async fn apply(&self, next: Config) -> Result<Reloaded, ConfigError> {
-        let _turn = self.0.turn.lock().await;
-        let result = match next.validate() {
-            Ok(()) => self.apply_in_turn(next).await,
-            Err(error) => Err(error),
-        };
-        self.record("applied in code", &result);
-        result
-    }
-
     async fn apply_in_turn(&self, next: Config) -> Result<Reloaded, ConfigError> {
         let shared = &self.0;
         let current = self.current();
@@ -250,6 +238,12 @@ impl Reloader {
             for backend in &shared.registry.load().backends {
                 backend.set_health(Health::Up);
             }
+        }
+        if next.sticky.enabled && !current.sticky.enabled && next.sticky.key.is_none() {
+            tracing::warn!(
+                "sticky sessions turned on without a sticky key (sticky.key or BALANCER_STICKY_KEY): \
+                 using this process's random one, so cookies will not survive a restart"
+            );
         }
         let sticky = Sticky::new(&next.sticky, &shared.sticky_key);
         let policy = shared.proxy.policy().succeed(next.clone(), sticky);
@@ -295,11 +289,11 @@ impl Reloader {
     }
 }
 
-/// The top-level sections whose values differ, for the log. Secrets are compared by
-/// `check_reloadable` (which refuses their change), never printed or compared here.
+/// The top-level sections whose values differ, for the log. What only a restart can change
+/// (`listen`, `[admin]`, the secrets) is refused by `check_reloadable` before this runs.
 fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
     type Show = fn(&Config) -> String;
-    let sections: [(&'static str, Show); 12] = [
+    let sections: [(&'static str, Show); 11] = [
         ("backends", |c| format!("{:?}", c.backends)),
         ("algorithm", |c| format!("{:?}", c.algorithm)),
         ("fail_open", |c| format!("{:?}", c.fail_open)),
@@ -311,7 +305,6 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("limits", |c| format!("{:?}", c.limits)),
         ("retry", |c| format!("{:?}", c.retry)),
         ("forwarding", |c| format!("{:?}", c.forwarding)),
-        ("admin", |c| format!("{:?}", c.admin.listen)),
     ];
     sections
         .into_iter()

@@ -256,6 +256,52 @@ async fn requests_in_flight_and_open_tunnels_are_untouched_by_a_reload_that_remo
 }
 
 #[tokio::test]
+async fn health_checks_and_sticky_sessions_follow_a_reload() {
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    b.behaviour.unhealthy.store(true, Ordering::SeqCst);
+    let running = start(&toml(&[(&a, 1), (&b, 1)], "")).await;
+    // No checks yet: b's failing /healthz goes unnoticed.
+    assert_eq!(spread(running.addr, 4).await.get("b"), Some(&2));
+    assert!(
+        !get(running.addr, "/")
+            .await
+            .headers
+            .contains_key("set-cookie")
+    );
+
+    let checked = "[health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"2s\"\nfall = 1\n[sticky]\nenabled = true";
+    replace(&running.path, &toml(&[(&a, 1), (&b, 1)], checked));
+    let done = running.reloader.reload("test").await.unwrap();
+    assert_eq!(done.changed, ["health", "sticky"]);
+    assert!(
+        eventually(LIMIT, async || listed(running.admin, b.addr)
+            .await
+            .is_some_and(|e| e["state"] == "unhealthy"))
+        .await,
+        "the checks started by the reload take b down"
+    );
+    let answer = get(running.addr, "/").await;
+    assert_eq!(answer.instance(), "a");
+    assert!(
+        answer.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("hitscale_backend="),
+        "sticky sessions are on"
+    );
+
+    // Checks off again: b is up at once (nothing would ever bring it back otherwise).
+    replace(&running.path, &toml(&[(&a, 1), (&b, 1)], ""));
+    running.reloader.reload("test").await.unwrap();
+    assert_eq!(
+        listed(running.admin, b.addr).await.unwrap()["state"],
+        "healthy"
+    );
+    assert_eq!(spread(running.addr, 4).await.get("b"), Some(&2));
+}
+
+#[tokio::test]
 async fn what_the_admin_api_did_survives_a_reload() {
     let [a, b, c, d] = [
         spawn_backend("a").await,
