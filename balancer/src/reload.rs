@@ -40,12 +40,14 @@ use crate::discovery::{Discovery, Membership};
 use crate::proxy::Proxy;
 use crate::sticky::{Sticky, StickyKey};
 
-/// How often a watched config file is looked at. Polled, not watched with inotify: a file
-/// bind-mounted into a container and replaced on the host (rename into place) is a new
-/// inode there that inotify in the container never hears of, and Kubernetes' ConfigMap
-/// volumes swap a symlink two levels up. A `stat` by path twice a second sees all of these,
-/// costs nothing measurable, and needs no dependency; the content is read and hashed only
-/// when the `stat` differs.
+/// How often a watched config file is looked at. Polled by path rather than watched with
+/// inotify: a rename into place or a Kubernetes ConfigMap update (a symlink swapped two
+/// levels up) replaces the file under a watch on it, and inotify hears nothing at all
+/// through network file systems or Docker Desktop's shared folders, where a host-side edit
+/// makes no event in the container. A `stat` by path twice a second sees every one of
+/// these, costs nothing measurable, and needs no dependency; the content is read and hashed
+/// only when the `stat` differs. (No watcher can see a single bind-mounted *file* replaced
+/// by a rename on the host: the mount keeps the old inode. Mount the directory.)
 pub const WATCH_POLL: Duration = Duration::from_millis(500);
 
 /// What a successful reload changed.
