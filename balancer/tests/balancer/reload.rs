@@ -218,6 +218,13 @@ async fn a_valid_reload_applies_and_an_invalid_one_is_refused_with_the_exact_err
     assert_eq!((split["a"], split["b"]), (20, 20), "{split:?}");
     assert_eq!(sample(running.admin, last).await, "1");
     assert_eq!(sample(running.admin, ok).await, "2");
+    let stamp = "balancer_config_last_reload_success_timestamp_seconds";
+    let stamp: u64 = sample(running.admin, stamp).await.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now - 60..=now).contains(&stamp), "{stamp} vs now {now}");
 }
 
 #[tokio::test]
