@@ -24,14 +24,16 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::Instrument as _;
 
-use crate::backend::{Backend, Registry, now_millis};
+use crate::backend::{Backend, InFlight, Registry, now_millis};
 use crate::config::Config;
 use crate::guards::Guards;
 use crate::metrics::{self, ProxyStats};
 use crate::pool;
 use crate::selection::{self, SelectContext, Selector};
 use crate::sticky::Sticky;
-use crate::upstream::{self, ConnectError, Connection, ExchangeError, Outcome, RequestBody};
+use crate::upstream::{
+    self, ConnectError, Connection, ExchangeError, Outcome, RequestBody, ResponseBody,
+};
 use body::{ClientBody, ProxiedBody};
 use error::ProxyError;
 use retry::RetryBudget;
@@ -98,7 +100,9 @@ struct Head {
 
 /// How one attempt on one backend ended.
 enum Attempt {
-    Answered(Response<ClientBody>),
+    /// The answer's head, and its body with the request's in-flight count (none after a
+    /// 101), which `forward` hands the client with the request's policy.
+    Answered(http::response::Parts, Option<(ResponseBody, InFlight)>),
     /// Nothing reached the backend: the next candidate may be tried.
     NotSent(ProxyError),
     /// The backend may have seen the request.
@@ -147,7 +151,7 @@ impl Proxy {
         let uri = request.uri().clone();
         // A span only where debug logging is on: wrapping every request's future in one
         // (even a disabled span) moves and polls it through one more layer.
-        let forwarded = self.forward(&policy, peer, request);
+        let forwarded = self.forward(policy, peer, request);
         let outcome = if tracing::enabled!(tracing::Level::DEBUG) {
             forwarded
                 .instrument(tracing::debug_span!("request", request_id))
@@ -170,7 +174,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        policy: &Policy,
+        policy: Arc<Policy>,
         peer: SocketAddr,
         mut request: Request<Incoming>,
     ) -> Result<Response<ClientBody>, ProxyError> {
@@ -272,19 +276,30 @@ impl Proxy {
                 tracing::debug!(backend = %backend.addr, attempt, "retrying on next candidate");
             }
             match self
-                .attempt(policy, backend, &head, &mut body, &mut client_upgrade)
+                .attempt(&policy, backend, &head, &mut body, &mut client_upgrade)
                 .await
             {
-                Attempt::Answered(mut response) => {
-                    tracing::debug!(backend = %backend.addr, status = response.status().as_u16(), "answered");
+                Attempt::Answered(mut parts, body) => {
+                    tracing::debug!(backend = %backend.addr, status = parts.status.as_u16(), "answered");
                     if let Some(sticky) = &policy.sticky
                         && requested.as_deref() != Some(backend.sticky_id.as_str())
                     {
-                        response
-                            .headers_mut()
+                        parts
+                            .headers
                             .append(header::SET_COOKIE, sticky.set_cookie(&backend.sticky_id));
                     }
-                    return Ok(response);
+                    let body = match body {
+                        // The request's own policy handle moves into the body, which needs
+                        // it until its end: no second reference count per request.
+                        Some((body, in_flight)) => ClientBody::Proxied(ProxiedBody::new(
+                            body,
+                            backend.clone(),
+                            in_flight,
+                            policy,
+                        )),
+                        None => ClientBody::empty(),
+                    };
+                    return Ok(Response::from_parts(parts, body));
                 }
                 Attempt::NotSent(error) => last_error = error,
                 Attempt::Failed(error) => {
@@ -408,16 +423,7 @@ impl Proxy {
             }
             let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(&mut parts.headers, switching);
-            let body = match body {
-                Some(body) => ClientBody::Proxied(ProxiedBody::new(
-                    body,
-                    backend.clone(),
-                    in_flight,
-                    policy.config.clone(),
-                )),
-                None => ClientBody::empty(),
-            };
-            return Attempt::Answered(Response::from_parts(parts, body));
+            return Attempt::Answered(parts, body.map(|body| (body, in_flight)));
         }
     }
 }
