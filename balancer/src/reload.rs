@@ -210,7 +210,14 @@ impl Reloader {
     pub async fn reload(&self, trigger: &'static str) -> Result<Reloaded, ConfigError> {
         let _turn = self.0.turn.lock().await;
         let next = match &self.0.sources {
-            Some(sources) => sources.load(),
+            // Off the runtime's threads: a file on a stalled network mount must not stop
+            // the serving (with `--threads 1` there is only one thread).
+            Some(sources) => {
+                let sources = sources.clone();
+                tokio::task::spawn_blocking(move || sources.load())
+                    .await
+                    .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("reading the configuration failed: {e}"))))
+            }
             None => Err(ConfigError::Invalid(
                 "this balancer was built from a configuration value, not read from sources: there is nothing to read again".into(),
             )),
@@ -390,13 +397,20 @@ pub fn watch_file(path: PathBuf, reloader: Reloader) -> JoinHandle<()> {
             stat: None,
             digest: None,
         };
-        let mut applied = look(&path, &blank);
+        // Off the runtime's threads, as a reload's read is.
+        let looked = async |before: &Seen| {
+            let (path, before) = (path.clone(), before.clone());
+            tokio::task::spawn_blocking(move || look(&path, &before))
+                .await
+                .unwrap_or_else(|_| blank.clone())
+        };
+        let mut applied = looked(&blank).await;
         let mut pending: Option<Seen> = None;
         let mut ticker = tokio::time::interval(WATCH_POLL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let now = look(&path, pending.as_ref().unwrap_or(&applied));
+            let now = looked(pending.as_ref().unwrap_or(&applied)).await;
             if now.digest == applied.digest {
                 applied = now;
                 pending = None;
