@@ -13,9 +13,9 @@
 //!    `refresh`): survivors keep their `Arc<Backend>` (health, counters, pooled
 //!    connections, an admin drain), removed ones drain, and what the admin API did stays
 //!    done (added backends, pinned weights, removed addresses);
-//! 2. swaps the proxy's [`Policy`] (one `ArcSwap` store): every request loads it once, at
-//!    its start, so a request in flight, and a tunnel it opened, finish under the
-//!    configuration they started with, and new ones get the new one;
+//! 2. swaps the proxy's [`Policy`](crate::proxy::Policy) (one `ArcSwap` store): every
+//!    request loads it once, at its start, so a request in flight, and a tunnel it opened,
+//!    finish under the configuration they started with, and new ones get the new one;
 //! 3. publishes the config to the background loops (health checks, DNS interval) and the
 //!    admin API.
 //!
@@ -214,9 +214,10 @@ impl Reloader {
             // the serving (with `--threads 1` there is only one thread).
             Some(sources) => {
                 let sources = sources.clone();
-                tokio::task::spawn_blocking(move || sources.load())
-                    .await
-                    .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("reading the configuration failed: {e}"))))
+                let read = tokio::task::spawn_blocking(move || sources.load()).await;
+                read.unwrap_or_else(|e| {
+                    Err(ConfigError::Invalid(format!("reading the configuration: {e}")))
+                })
             }
             None => Err(ConfigError::Invalid(
                 "this balancer was built from a configuration value, not read from sources: there is nothing to read again".into(),
