@@ -147,6 +147,12 @@ impl Backend {
         self.weight_pinned.store(true, Ordering::Relaxed);
     }
 
+    /// A weight from the configuration (a reload): not pinned, so the next configured
+    /// value applies too. The caller swaps in a new set generation.
+    pub(crate) fn set_configured_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
     pub fn weight_pinned(&self) -> bool {
         self.weight_pinned.load(Ordering::Relaxed)
     }

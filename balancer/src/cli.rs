@@ -10,7 +10,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
-    Algorithm, BackendSpec, Config, ConfigError, Origin, Overrides, parse_duration,
+    Algorithm, BackendSpec, Config, ConfigError, Origin, Overrides, Sources, parse_duration,
 };
 use crate::sticky::StickyKey;
 
@@ -67,6 +67,11 @@ pub struct Cli {
     /// BALANCER_ADMIN_TOKEN or `admin.token_file`, never from the command line (`ps`).
     #[arg(long, env = "BALANCER_ADMIN_LISTEN", global = true)]
     pub admin_listen: Option<SocketAddr>,
+    /// Reload the configuration when the config file changes (besides SIGHUP, which always
+    /// reloads). The file is polled by path, so an editor's save, a rename into place and a
+    /// bind-mounted or ConfigMap file are all followed.
+    #[arg(long, env = "BALANCER_WATCH_CONFIG", num_args = 0..=1, default_missing_value = "true")]
+    pub watch_config: Option<bool>,
     /// BALANCER_ADMIN_TOKEN, read from the environment only (see `parse_recording_sources`).
     #[arg(skip)]
     pub admin_token: Option<crate::admin::auth::AdminToken>,
@@ -230,6 +235,29 @@ impl Cli {
     /// Merges environment/flags over the file and defaults. `backends_env` is the value of
     /// BALANCER_BACKENDS, passed in so tests need not touch the process environment.
     pub fn into_config(self, backends_env: Option<String>) -> Result<Config, ConfigError> {
+        self.into_sources(backends_env)?.load()
+    }
+
+    /// Whether the config file is to be watched: `--watch-config`/BALANCER_WATCH_CONFIG,
+    /// refused without a config file to watch.
+    pub fn watch_config(&self) -> Result<bool, ConfigError> {
+        let watch = self.watch_config.unwrap_or(false);
+        if watch && self.config.is_none() {
+            let source = if self.from_env.iter().any(|e| e == "watch_config") {
+                "environment variable BALANCER_WATCH_CONFIG"
+            } else {
+                "flag --watch-config"
+            };
+            return Err(ConfigError::Invalid(format!(
+                "{source}: there is no config file to watch (give --config or BALANCER_CONFIG)"
+            )));
+        }
+        Ok(watch)
+    }
+
+    /// The config file and the environment/flag overrides, which a reload reads again (see
+    /// [`Sources`]); [`Sources::load`] merges and validates them.
+    pub fn into_sources(self, backends_env: Option<String>) -> Result<Sources, ConfigError> {
         let mut origins = Vec::new();
         for (id, set) in [
             ("listen", self.listen.is_some()),
@@ -287,7 +315,10 @@ impl Cli {
             admin_token: self.admin_token,
             origins,
         };
-        Config::load(self.config.as_deref(), overrides)
+        Ok(Sources {
+            file: self.config,
+            overrides,
+        })
     }
 
     /// Where `balancer admin` connects: `--addr`, else the admin listen address (loopback

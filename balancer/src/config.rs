@@ -349,6 +349,22 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Where the configuration is read from: the file and the environment/flag values captured
+/// at start-up. A reload reads the same file again and applies the same overrides over it,
+/// so what the environment or a flag set still wins.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl Sources {
+    /// The configuration these sources give now, merged and validated ([`Config::load`]).
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.file.as_deref(), self.overrides.clone())
+    }
+}
+
 /// Values that may come from the environment or flags; `None` leaves the lower layer.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -574,6 +590,65 @@ impl Config {
                     "is {admin}, not a loopback address: an admin listener reachable from other hosts needs a token (BALANCER_ADMIN_TOKEN or admin.token_file)"
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a reload to `next` that changes what only a restart can: the sockets bound at
+    /// start-up (`listen`, `admin.listen`), the connection limit they are served under, the
+    /// admin token the listener checks, and the sticky key every backend's cookie value was
+    /// derived from. The error names the first such key, where `next` sets it, and says a
+    /// restart is needed. Secrets are never shown, not even their change.
+    pub fn check_reloadable(&self, next: &Config) -> Result<(), ConfigError> {
+        let shown = |old: &dyn std::fmt::Debug, new: &dyn std::fmt::Debug| {
+            format!("changed from {old:?} to {new:?}")
+        };
+        let fixed: [(&str, bool, String); 5] = [
+            (
+                "listen",
+                self.listen != next.listen,
+                shown(&self.listen, &next.listen),
+            ),
+            (
+                "admin.listen",
+                self.admin.listen != next.admin.listen,
+                shown(&self.admin.listen, &next.admin.listen),
+            ),
+            (
+                "limits.max_connections",
+                self.limits.max_connections != next.limits.max_connections,
+                shown(&self.limits.max_connections, &next.limits.max_connections),
+            ),
+            (
+                "admin.token",
+                match (&self.admin.token, &next.admin.token) {
+                    (Some(a), Some(b)) => a.expose() != b.expose(),
+                    (a, b) => a.is_some() != b.is_some(),
+                },
+                "changed".to_owned(),
+            ),
+            (
+                "sticky.key",
+                match (&self.sticky.key, &next.sticky.key) {
+                    (Some(a), Some(b)) => !a.same_as(b),
+                    (a, b) => a.is_some() != b.is_some(),
+                },
+                "changed".to_owned(),
+            ),
+        ];
+        for (key, changed, how) in fixed {
+            if changed {
+                // A token from a file is named by the file's key, as validation does.
+                let key = if key == "admin.token" && next.origins.get(key) == Origin::Default {
+                    "admin.token_file"
+                } else {
+                    key
+                };
+                return Err(next.invalid(
+                    key,
+                    format_args!("{how}: that needs a restart; the running configuration is kept"),
+                ));
+            }
         }
         Ok(())
     }
@@ -1165,6 +1240,47 @@ mod tests {
             .to_string();
         assert!(err.contains("line 2") && err.contains("algoritm"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_reload_may_not_change_what_needs_a_restart_and_never_shows_a_secret() {
+        let base = Config {
+            backends: vec!["b:80".parse().unwrap()],
+            ..Config::default()
+        };
+        let mut next = base.clone();
+        next.backends = vec!["c:80".parse().unwrap()];
+        next.algorithm = Algorithm::IpHash;
+        next.timeouts.connect = Duration::from_secs(1);
+        base.check_reloadable(&next).unwrap();
+
+        next.listen = "0.0.0.0:9000".parse().unwrap();
+        next.origins.set("listen", Origin::Flag("--listen"));
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(
+            error.starts_with("flag --listen: listen changed from 0.0.0.0:8080 to 0.0.0.0:9000")
+                && error.contains("needs a restart"),
+            "{error}"
+        );
+
+        let secret = "a-sticky-key-of-more-than-16-bytes";
+        let mut next = base.clone();
+        next.sticky.key = Some(StickyKey::from_text(secret.to_owned()));
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(error.contains("sticky.key changed"), "{error}");
+        assert!(!error.contains(secret), "{error}");
+        let mut next = base.clone();
+        next.limits.max_connections = 5;
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(
+            error.contains("limits.max_connections changed from 10000 to 5"),
+            "{error}"
+        );
+        let mut next = base.clone();
+        next.admin.token = Some(AdminToken::from_text("an-admin-token-0123456789"));
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(error.contains("admin.token_file changed"), "{error}");
+        assert!(!error.contains("0123456789"), "{error}");
     }
 
     #[test]

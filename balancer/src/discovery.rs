@@ -28,30 +28,71 @@ pub struct Discovery {
     sticky: Sticky,
     initial_health: Health,
     resolve_timeout: Duration,
+    resolve_interval: Duration,
     pool: PoolGuards,
+}
+
+/// What one refresh changed in the set.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub added: Vec<SocketAddr>,
+    pub removed: Vec<SocketAddr>,
+    /// Survivors whose configured weight changed (weights the admin API set are kept).
+    pub reweighted: Vec<SocketAddr>,
+}
+
+impl Membership {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.reweighted.is_empty()
+    }
 }
 
 impl Discovery {
     /// `sticky` names backends in cookies; the proxy must use the same one.
     pub fn new(config: &Config, registry: Arc<Registry>, sticky: Sticky) -> Self {
-        let initial_health = if config.health.path.is_some() && config.health.wait_for_first_pass {
+        let mut discovery = Self {
+            specs: Vec::new(),
+            last_known: Vec::new(),
+            registry,
+            sticky,
+            initial_health: Health::Up,
+            resolve_timeout: config.discovery.resolve_timeout,
+            resolve_interval: config.discovery.resolve_interval,
+            pool: Guards::from_config(config).pool,
+        };
+        discovery.reconfigure(config);
+        discovery
+    }
+
+    /// Takes the backend entries and discovery settings of a reloaded `config`; the next
+    /// [`Self::refresh`] reconciles the set with them. An entry that stays keeps its last
+    /// known addresses, so a reload during a DNS outage removes nothing it should not.
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.last_known = config
+            .backends
+            .iter()
+            .map(|spec| {
+                self.specs
+                    .iter()
+                    .position(|old| (&old.host, old.port) == (&spec.host, spec.port))
+                    .map(|i| self.last_known[i].clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        self.specs = config.backends.clone();
+        self.initial_health = if config.health.path.is_some() && config.health.wait_for_first_pass {
             Health::Pending
         } else {
             Health::Up
         };
-        Self {
-            specs: config.backends.clone(),
-            last_known: vec![Vec::new(); config.backends.len()],
-            registry,
-            sticky,
-            initial_health,
-            resolve_timeout: config.discovery.resolve_timeout,
-            pool: Guards::from_config(config).pool,
-        }
+        self.resolve_timeout = config.discovery.resolve_timeout;
+        self.resolve_interval = config.discovery.resolve_interval;
+        self.pool = Guards::from_config(config).pool;
     }
 
-    /// Resolves every entry and swaps in a new set if the membership changed.
-    pub async fn refresh(&mut self) {
+    /// Resolves every entry and swaps in a new set if the membership or a configured
+    /// weight changed; says what changed.
+    pub async fn refresh(&mut self) -> Membership {
         for (index, spec) in self.specs.iter().enumerate() {
             match resolve(spec, self.resolve_timeout).await {
                 Ok(addrs) if !addrs.is_empty() => self.last_known[index] = addrs,
@@ -69,6 +110,7 @@ impl Discovery {
         let existing: HashMap<SocketAddr, &Arc<Backend>> =
             current.backends.iter().map(|b| (b.addr, b)).collect();
         let mut next: Vec<Arc<Backend>> = Vec::new();
+        let mut reweighted = Vec::new();
         for (spec, addrs) in self.specs.iter().zip(&self.last_known) {
             let origin: Arc<str> = spec.authority().into();
             for &addr in addrs {
@@ -76,10 +118,15 @@ impl Discovery {
                     continue;
                 }
                 match existing.get(&addr) {
-                    Some(backend) if backend.weight_pinned() || backend.weight() == spec.weight => {
+                    Some(backend) => {
+                        // In place, so it keeps its health, counters and connections.
+                        if !backend.weight_pinned() && backend.weight() != spec.weight {
+                            backend.set_configured_weight(spec.weight);
+                            reweighted.push(addr);
+                        }
                         next.push((*backend).clone())
                     }
-                    _ => next.push(Arc::new(Backend::new(
+                    None => next.push(Arc::new(Backend::new(
                         addr,
                         origin.clone(),
                         spec.weight,
@@ -101,34 +148,43 @@ impl Discovery {
                 .iter()
                 .zip(&current.backends)
                 .all(|(a, b)| Arc::ptr_eq(a, b));
-        if same {
-            return;
+        if same && reweighted.is_empty() {
+            return Membership::default();
         }
+        let mut membership = Membership {
+            reweighted,
+            ..Membership::default()
+        };
         for backend in &next {
             if !current.backends.iter().any(|b| Arc::ptr_eq(b, backend)) {
+                membership.added.push(backend.addr);
                 tracing::info!(backend = %backend.addr, origin = %backend.origin, weight = backend.weight(), health = ?backend.health(), reason = "discovered", "backend added");
             }
         }
         for backend in &current.backends {
             if !next.iter().any(|b| Arc::ptr_eq(b, backend)) {
                 backend.start_draining();
+                membership.removed.push(backend.addr);
                 tracing::info!(backend = %backend.addr, origin = %backend.origin, in_flight = backend.in_flight(), reason = "no longer resolved or reconfigured; draining", "backend removed");
             }
         }
+        // A new generation also for a weight change: weighted selectors rebuild from it.
         self.registry.store(BackendSet {
             generation: current.generation + 1,
             backends: next,
         });
+        membership
     }
 
-    pub fn spawn(mut self, interval: Duration) -> JoinHandle<()> {
+    /// Re-resolves every `discovery.resolve_interval`. Shared with the reloader, which
+    /// reconfigures and refreshes it between two rounds (never during one).
+    pub fn spawn(discovery: Arc<tokio::sync::Mutex<Self>>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
             loop {
-                ticker.tick().await;
-                self.refresh().await;
+                // Read each round, so a reloaded interval takes effect from the next one.
+                let interval = discovery.lock().await.resolve_interval;
+                tokio::time::sleep(interval).await;
+                discovery.lock().await.refresh().await;
             }
         })
     }
@@ -193,6 +249,36 @@ mod tests {
         );
         assert!(held.is_draining(), "the removed backend drains");
         assert_eq!(held.in_flight(), 1, "its in-flight request is unaffected");
+    }
+
+    #[tokio::test]
+    async fn a_reconfigured_weight_changes_in_place_unless_the_api_pinned_it() {
+        let mut config = Config {
+            backends: vec![
+                "127.0.0.1:7001".parse().unwrap(),
+                "127.0.0.1:7002".parse().unwrap(),
+            ],
+            ..Config::default()
+        };
+        let registry = Arc::new(Registry::default());
+        let mut discovery = Discovery::new(&config, registry.clone(), sticky(&config));
+        discovery.refresh().await;
+        let first = registry.load_full();
+        first.backends[1].set_weight(7);
+
+        config.backends = vec![
+            "127.0.0.1:7001,weight=3".parse().unwrap(),
+            "127.0.0.1:7002,weight=4".parse().unwrap(),
+        ];
+        discovery.reconfigure(&config);
+        let changed = discovery.refresh().await;
+        assert_eq!(changed.reweighted, ["127.0.0.1:7001".parse().unwrap()]);
+        assert!(changed.added.is_empty() && changed.removed.is_empty());
+        let second = registry.load_full();
+        assert_eq!(second.generation, first.generation + 1, "selectors rebuild");
+        assert!(Arc::ptr_eq(&first.backends[0], &second.backends[0]));
+        assert_eq!(second.backends[0].weight(), 3);
+        assert_eq!(second.backends[1].weight(), 7, "the API's weight stays");
     }
 
     #[tokio::test]

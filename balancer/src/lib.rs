@@ -20,6 +20,7 @@ pub mod metrics;
 mod mutations;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod selection;
 pub mod server;
 pub mod sticky;
@@ -31,12 +32,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use backend::Registry;
-use config::Config;
+use config::{Config, Sources};
 use discovery::Discovery;
-use proxy::Proxy;
+use proxy::{Policy, Proxy};
+use reload::Reloader;
 use sticky::Sticky;
 
 /// A bound, ready balancer: backends resolved, first health round done.
@@ -48,11 +51,24 @@ pub struct Balancer {
     proxy: Arc<Proxy>,
     admin: Option<admin::AdminServer>,
     background: Vec<JoinHandle<()>>,
+    reloader: Reloader,
 }
 
 impl Balancer {
     /// Binds the listener, resolves the backends and starts discovery and health checks.
+    /// It has no sources to read again: its [`Reloader`] refuses every reload (see
+    /// [`Self::build_from`]).
     pub async fn build(config: Config) -> std::io::Result<Self> {
+        Self::build_with(config, None).await
+    }
+
+    /// As [`Self::build`], for `config` as read from `sources` ([`Sources::load`]): a reload
+    /// (SIGHUP, a watched file) reads them again.
+    pub async fn build_from(config: Config, sources: Sources) -> std::io::Result<Self> {
+        Self::build_with(config, Some(sources)).await
+    }
+
+    async fn build_with(config: Config, sources: Option<Sources>) -> std::io::Result<Self> {
         let key = match &config.sticky.key {
             Some(key) => key.clone(),
             None => {
@@ -70,13 +86,20 @@ impl Balancer {
         // names back), so both always use the same key.
         let sticky = Sticky::new(&config.sticky, &key);
         let config = Arc::new(config);
+        let (configs, _) = watch::channel(config.clone());
         let listener = TcpListener::bind(config.listen).await?;
         let registry = Arc::new(Registry::default());
-        let mut discovery = Discovery::new(&config, registry.clone(), sticky.clone());
-        discovery.refresh().await;
-        let mut background = vec![
-            discovery.spawn(config.discovery.resolve_interval),
+        let discovery = Arc::new(Mutex::new(Discovery::new(
+            &config,
+            registry.clone(),
+            sticky.clone(),
+        )));
+        discovery.lock().await.refresh().await;
+        let background = vec![
+            Discovery::spawn(discovery.clone()),
             health::passive::spawn(registry.clone(), std::time::Duration::from_millis(500)),
+            // Idle until a configuration sets `health.path`.
+            health::active::spawn(registry.clone(), configs.subscribe()),
         ];
         if config.health.path.is_some() {
             // A first round before serving, so a healthy stack answers from the start.
@@ -84,20 +107,18 @@ impl Balancer {
             let _ =
                 tokio::time::timeout(first, health::active::check_all(&registry, &config.health))
                     .await;
-            background.push(health::active::spawn(
-                registry.clone(),
-                config.health.clone(),
-            ));
         }
         let stats = Arc::new(metrics::ProxyStats::default());
+        let reloads = Arc::new(reload::ReloadStats::default());
         let admin = match config.admin.listen {
             Some(addr) => Some(
                 admin::AdminServer::bind(
                     addr,
-                    config.clone(),
+                    configs.subscribe(),
                     registry.clone(),
                     sticky.clone(),
                     stats.clone(),
+                    reloads.clone(),
                 )
                 .await
                 .map_err(|e| {
@@ -106,14 +127,20 @@ impl Balancer {
             ),
             None => None,
         };
-        let sticky = config.sticky.enabled.then_some(sticky);
         let proxy = Arc::new(Proxy::new(
-            config.clone(),
+            Policy::new(config.clone(), sticky),
             registry.clone(),
-            selection::for_algorithm(config.algorithm),
-            sticky,
             stats,
         ));
+        let reloader = Reloader::new(reload::Parts {
+            sources,
+            configs,
+            proxy: proxy.clone(),
+            registry: registry.clone(),
+            discovery,
+            sticky_key: key,
+            stats: reloads,
+        });
         let local = listener.local_addr()?;
         let admin_listen = admin
             .as_ref()
@@ -128,7 +155,32 @@ impl Balancer {
             proxy,
             admin,
             background,
+            reloader,
         })
+    }
+
+    /// The handle that reloads this balancer's configuration.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Reloads on every SIGHUP that `hangups` (installed before binding) receives.
+    #[cfg(unix)]
+    pub fn reload_on_hangup(&mut self, hangups: reload::Hangups) {
+        self.background.push(hangups.spawn(self.reloader.clone()));
+    }
+
+    /// Reloads when the config file changes (`--watch-config`); refused for a balancer that
+    /// was not read from a file.
+    pub fn watch_config_file(&mut self) -> Result<std::path::PathBuf, config::ConfigError> {
+        let file = self.reloader.file().ok_or_else(|| {
+            config::ConfigError::Invalid(
+                "--watch-config: there is no config file to watch (give --config or BALANCER_CONFIG)".into(),
+            )
+        })?;
+        self.background
+            .push(reload::watch_file(file.clone(), self.reloader.clone()));
+        Ok(file)
     }
 
     /// Where the admin API listens, if it is configured.

@@ -1,4 +1,5 @@
-//! `balancer`: reads config, sets up logging, runs the balancer until SIGTERM or Ctrl-C.
+//! `balancer`: reads config, sets up logging, runs the balancer until SIGTERM or Ctrl-C;
+//! SIGHUP (and, with `--watch-config`, a change of the config file) reloads the config.
 
 use std::process::ExitCode;
 
@@ -37,14 +38,18 @@ fn main() -> ExitCode {
         std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")),
     );
     let threads = cli.threads;
-    let config = match cli.into_config(std::env::var("BALANCER_BACKENDS").ok()) {
-        Ok(config) => config,
+    let loaded = cli.watch_config().and_then(|watch| {
+        let sources = cli.into_sources(std::env::var("BALANCER_BACKENDS").ok())?;
+        Ok((sources.load()?, sources, watch))
+    });
+    let (config, sources, watch) = match loaded {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("balancer: invalid configuration: {error}");
             return ExitCode::from(2);
         }
     };
-    match run(config, threads) {
+    match run(config, sources, watch, threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -56,6 +61,8 @@ fn main() -> ExitCode {
 
 fn run(
     config: balancer::config::Config,
+    sources: balancer::config::Sources,
+    watch: bool,
     threads: Option<std::num::NonZeroUsize>,
 ) -> anyhow::Result<()> {
     let mut builder = match threads.map(std::num::NonZeroUsize::get) {
@@ -76,10 +83,17 @@ fn run(
         // Before binding: once the port answers, SIGTERM stops the balancer, never kills it.
         let mut shutdown =
             hitscale_signal::Shutdown::listen().context("listening for SIGINT and SIGTERM")?;
+        // SIGHUP too: its default action would end the process instead of reloading it.
+        let hangups = balancer::reload::Hangups::listen().context("listening for SIGHUP")?;
         let listen = config.listen;
-        let balancer = Balancer::build(config)
+        let mut balancer = Balancer::build_from(config, sources)
             .await
             .with_context(|| format!("binding {listen}"))?;
+        balancer.reload_on_hangup(hangups);
+        if watch {
+            let file = balancer.watch_config_file()?;
+            tracing::info!(file = %file.display(), every = ?balancer::reload::WATCH_POLL, "watching the config file: a change reloads it");
+        }
         balancer
             .run_until_stopped(async move {
                 let signal = shutdown.requested().await;

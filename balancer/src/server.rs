@@ -19,7 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Config;
 use crate::framing::{Findings, FramingTap};
-use crate::guards::Guards;
+use crate::guards::{ClientGuards, Guards};
 use crate::proxy::Proxy;
 use crate::proxy::body::ClientBody;
 use crate::proxy::error::ProxyError;
@@ -33,17 +33,11 @@ pub async fn serve(
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) {
+    // The connection limit is the start-up one (a reload refuses to change it); the other
+    // client bounds are read from the policy in force at each accept.
     let guards = Guards::from_config(&config);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // The framing tap bounds head reads and idle keep-alive separately; hyper's one
-        // timer covers both as one wait.
-        .header_read_timeout(None)
-        .max_header_size(guards.client.max_header_bytes)
-        .max_headers(guards.client.max_headers)
-        .keep_alive(true);
-    let builder = Arc::new(builder);
+    let mut client = guards.client;
+    let mut builder = http1_builder(&client);
     let connections = Arc::new(Semaphore::new(guards.max_connections));
     let stop = Arc::new(Stop::default());
     tokio::pin!(shutdown);
@@ -66,10 +60,18 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        // A reload's client bounds apply from the next connection on.
+        let live = proxy.policy().guards.client;
+        if (live.max_header_bytes, live.max_headers)
+            != (client.max_header_bytes, client.max_headers)
+        {
+            builder = http1_builder(&live);
+        }
+        client = live;
         let findings = Findings::new();
         // The permit rides with the socket, so a connection that becomes a tunnel keeps
         // counting against the limit until the tunnel closes.
-        let io = FramingTap::new(stream, findings.clone(), guards.client).holding(permit);
+        let io = FramingTap::new(stream, findings.clone(), client).holding(permit);
         let requests = Arc::new(AtomicU64::new(0));
         let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let proxy = proxy.clone();
@@ -159,8 +161,12 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(grace = ?config.timeouts.shutdown_grace, "shutting down: no longer accepting, draining in-flight requests");
-    let deadline = tokio::time::Instant::now() + config.timeouts.shutdown_grace;
+    let grace = proxy.policy().config.timeouts.shutdown_grace;
+    tracing::info!(
+        ?grace,
+        "shutting down: no longer accepting, draining in-flight requests"
+    );
+    let deadline = tokio::time::Instant::now() + grace;
     stop.request();
     // Tunnels hold their connection's permit too: this waits for them as well.
     let all = u32::try_from(guards.max_connections).unwrap_or(u32::MAX);
@@ -218,6 +224,20 @@ impl Stop {
         })
         .await
     }
+}
+
+/// hyper's server settings for client connections under `client`'s header limits.
+fn http1_builder(client: &ClientGuards) -> Arc<http1::Builder> {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // The framing tap bounds head reads and idle keep-alive separately; hyper's one
+        // timer covers both as one wait.
+        .header_read_timeout(None)
+        .max_header_size(client.max_header_bytes)
+        .max_headers(client.max_headers)
+        .keep_alive(true);
+    Arc::new(builder)
 }
 
 /// A response body that tells the framing tap when its exchange is over (its last frame

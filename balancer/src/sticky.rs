@@ -46,6 +46,11 @@ impl StickyKey {
         Ok(Self(SecretSlice::from(bytes)))
     }
 
+    /// Whether `other` is the same key (a reload may not change it).
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+
     /// Its length in bytes (the only thing about it that may be told).
     pub fn len(&self) -> usize {
         self.0.expose_secret().len()

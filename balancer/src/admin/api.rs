@@ -376,7 +376,7 @@ fn add(state: &AdminState, pool: PoolGuards, body: serde_json::Map<String, Value
         ));
     }
     edits.removed.retain(|a| *a != address);
-    let config = &state.config;
+    let config = state.config.borrow().clone();
     // As discovery does: with awaited health checks, traffic only after a first pass.
     let initial = if config.health.path.is_some() && config.health.wait_for_first_pass {
         Health::Pending

@@ -22,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::backend::Registry;
@@ -50,7 +50,8 @@ pub const MAX_BACKENDS: usize = 1024;
 pub struct AdminState {
     pub registry: Arc<Registry>,
     pub sticky: Sticky,
-    pub config: Arc<Config>,
+    /// The configuration in force (follows reloads).
+    pub config: watch::Receiver<Arc<Config>>,
     verifier: Option<auth::Verifier>,
     /// The `/metrics` registry: one collector reading the live set at scrape time.
     pub metrics: prometheus_client::registry::Registry,
@@ -66,14 +67,21 @@ pub struct AdminServer {
 impl AdminServer {
     pub async fn bind(
         addr: SocketAddr,
-        config: Arc<Config>,
+        config: watch::Receiver<Arc<Config>>,
         registry: Arc<Registry>,
         sticky: Sticky,
         stats: Arc<crate::metrics::ProxyStats>,
+        reloads: Arc<crate::reload::ReloadStats>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        let verifier = config.admin.token.as_ref().map(auth::Verifier::new);
+        // The token is the start-up one: a reload refuses to change it.
+        let verifier = config
+            .borrow()
+            .admin
+            .token
+            .as_ref()
+            .map(auth::Verifier::new);
         if verifier.is_some() {
             tracing::info!(admin_listen = %local, "admin API listening; calls need the bearer token");
         } else {
@@ -83,7 +91,11 @@ impl AdminServer {
         Ok(Self {
             listener,
             state: Arc::new(AdminState {
-                metrics: crate::metrics::registry(registry.clone(), stats),
+                metrics: {
+                    let mut metrics = crate::metrics::registry(registry.clone(), stats);
+                    metrics.register_collector(Box::new(crate::reload::Collector(reloads)));
+                    metrics
+                },
                 registry,
                 sticky,
                 config,
@@ -113,8 +125,6 @@ async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         .keep_alive(true);
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    // Bounds of the public side, reused for the pools of API-added backends.
-    let pool = Guards::from_config(&state.config).pool;
     loop {
         let permit = slots
             .clone()
@@ -131,6 +141,8 @@ async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         };
         let state = state.clone();
         let builder = builder.clone();
+        // Bounds of the public side in force, reused for the pools of API-added backends.
+        let pool = Guards::from_config(&state.config.borrow()).pool;
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request| {

@@ -6,24 +6,50 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::backend::{Backend, Health, Registry};
-use crate::config::HealthConfig;
+use crate::config::{Config, HealthConfig};
 use crate::guards::BackendGuards;
 use crate::upstream::{self, Connection, Outcome, RequestBody};
 
-pub fn spawn(registry: Arc<Registry>, config: HealthConfig) -> JoinHandle<()> {
+/// Checks every `health.interval` while `health.path` is set. It follows the configuration
+/// in force (`configs`): a reload that changes the health settings restarts the rhythm
+/// with them, one that removes the path stops the checks.
+pub fn spawn(registry: Arc<Registry>, mut configs: watch::Receiver<Arc<Config>>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(config.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate; the caller has just run a round itself.
-        ticker.tick().await;
         loop {
-            ticker.tick().await;
-            check_all(&registry, &config).await;
+            let config = configs.borrow_and_update().health.clone();
+            if config.path.is_some() {
+                // The first round is one interval away: the caller (start-up) has just run
+                // one itself, and after a reload there is no hurry.
+                let start = tokio::time::Instant::now() + config.interval;
+                let mut ticker = tokio::time::interval_at(start, config.interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => check_all(&registry, &config).await,
+                        changed = configs.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            if same_settings(&configs.borrow_and_update().health, &config) {
+                                continue;
+                            }
+                            break;
+                        }
+                    }
+                }
+            } else if configs.changed().await.is_err() {
+                return;
+            }
         }
     })
+}
+
+fn same_settings(a: &HealthConfig, b: &HealthConfig) -> bool {
+    format!("{a:?}") == format!("{b:?}")
 }
 
 /// Runs one round of checks concurrently; each is bounded by the check timeout.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::backend::{Backend, InFlight};
-use crate::config::Config;
+use crate::proxy::Policy;
 use crate::upstream::{BodyError, ResponseBody};
 
 #[derive(Debug)]
@@ -39,8 +39,9 @@ pub struct ProxiedBody {
     inner: ResponseBody,
     backend: Arc<Backend>,
     in_flight: Option<InFlight>,
-    /// For the passive-ejection settings (shared, to keep the body small).
-    config: Arc<Config>,
+    /// The request's policy, for the passive-ejection settings (shared, to keep the body
+    /// small; the request's own handle, moved here).
+    policy: Arc<Policy>,
 }
 
 impl ProxiedBody {
@@ -48,13 +49,13 @@ impl ProxiedBody {
         inner: ResponseBody,
         backend: Arc<Backend>,
         in_flight: InFlight,
-        config: Arc<Config>,
+        policy: Arc<Policy>,
     ) -> Self {
         let mut body = Self {
             inner,
             backend,
             in_flight: Some(in_flight),
-            config,
+            policy,
         };
         // A bodiless answer (HEAD, 204, 304, Content-Length: 0) is complete already.
         body.finish_if_complete();
@@ -87,7 +88,7 @@ impl Body for ClientBody {
                     Poll::Ready(Some(Err(error))) => {
                         tracing::debug!(backend = %body.backend.addr, %error, "response body failed");
                         body.backend
-                            .record_failure(&body.config.passive, "response body failed");
+                            .record_failure(&body.policy.config.passive, "response body failed");
                         body.in_flight = None;
                     }
                     Poll::Ready(_) => body.finish_if_complete(),

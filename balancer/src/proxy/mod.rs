@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use arc_swap::ArcSwap;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
@@ -23,31 +24,71 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::Instrument as _;
 
-use crate::backend::{Backend, Registry, now_millis};
+use crate::backend::{Backend, InFlight, Registry, now_millis};
 use crate::config::Config;
 use crate::guards::Guards;
 use crate::metrics::{self, ProxyStats};
 use crate::pool;
-use crate::selection::{SelectContext, Selector};
+use crate::selection::{self, SelectContext, Selector};
 use crate::sticky::Sticky;
-use crate::upstream::{self, ConnectError, Connection, ExchangeError, Outcome, RequestBody};
+use crate::upstream::{
+    self, ConnectError, Connection, ExchangeError, Outcome, RequestBody, ResponseBody,
+};
 use body::{ClientBody, ProxiedBody};
 use error::ProxyError;
 use retry::RetryBudget;
 
-/// Shared by every connection: the policy objects and the live backend set.
+/// Shared by every connection: the policy in force and the live backend set.
 #[derive(Debug)]
 pub struct Proxy {
-    config: Arc<Config>,
-    guards: Guards,
+    /// Swapped whole by a configuration reload; each request loads it once, at its start,
+    /// so a request (and the tunnel it may open) runs under one configuration throughout.
+    policy: ArcSwap<Policy>,
     registry: Arc<Registry>,
-    selector: Box<dyn Selector>,
-    sticky: Option<Sticky>,
-    budget: RetryBudget,
     tunnels: upgrade::Tunnels,
     ids: headers::RequestIds,
     /// Global counters for `/metrics` (atomics; per-backend ones live in `Backend`).
     stats: Arc<ProxyStats>,
+}
+
+/// Everything a request's handling reads from the configuration, derived once per
+/// configuration: the config itself, its bounds, the selector, the sticky cookie settings
+/// and the retry budget.
+#[derive(Debug)]
+pub struct Policy {
+    pub config: Arc<Config>,
+    pub guards: Guards,
+    selector: Arc<dyn Selector>,
+    sticky: Option<Sticky>,
+    budget: Arc<RetryBudget>,
+}
+
+impl Policy {
+    /// `sticky` carries the cookie settings and key; it is used only if `config` enables it.
+    pub fn new(config: Arc<Config>, sticky: Sticky) -> Self {
+        Self {
+            guards: Guards::from_config(&config),
+            selector: selection::for_algorithm(config.algorithm).into(),
+            sticky: config.sticky.enabled.then_some(sticky),
+            budget: Arc::new(RetryBudget::new(&config.retry)),
+            config,
+        }
+    }
+
+    /// The policy of `config`, keeping this one's selector (its rotation, smooth-WRR scores,
+    /// hash ring) when the algorithm is the same, and its retry budget when the retry
+    /// settings are: a reload that does not touch them does not reset them.
+    pub fn succeed(&self, config: Arc<Config>, sticky: Sticky) -> Self {
+        let mut next = Self::new(config, sticky);
+        if next.config.algorithm == self.config.algorithm {
+            next.selector = self.selector.clone();
+        }
+        let (old, new) = (&self.config.retry, &next.config.retry);
+        if (old.budget_ratio, old.budget_min) == (new.budget_ratio, new.budget_min) {
+            next.budget = self.budget.clone();
+        }
+        next
+    }
 }
 
 /// The parts of the client's request that every attempt reuses.
@@ -72,7 +113,9 @@ static EVERY_INDEX: [usize; 64] = {
 
 /// How one attempt on one backend ended.
 enum Attempt {
-    Answered(Response<ClientBody>),
+    /// The answer's head, and its body with the request's in-flight count (none after a
+    /// 101), which `forward` hands the client with the request's policy.
+    Answered(http::response::Parts, Option<(ResponseBody, InFlight)>),
     /// Nothing reached the backend: the next candidate may be tried.
     NotSent(ProxyError),
     /// The backend may have seen the request.
@@ -80,25 +123,24 @@ enum Attempt {
 }
 
 impl Proxy {
-    pub fn new(
-        config: Arc<Config>,
-        registry: Arc<Registry>,
-        selector: Box<dyn Selector>,
-        sticky: Option<Sticky>,
-        stats: Arc<ProxyStats>,
-    ) -> Self {
-        let budget = RetryBudget::new(&config.retry);
+    pub fn new(policy: Policy, registry: Arc<Registry>, stats: Arc<ProxyStats>) -> Self {
         Self {
-            guards: Guards::from_config(&config),
-            config,
+            policy: ArcSwap::from_pointee(policy),
             registry,
-            selector,
-            sticky,
-            budget,
             tunnels: upgrade::Tunnels::default(),
             ids: headers::RequestIds::new(),
             stats,
         }
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Puts `policy` in force for every request that starts from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
     }
 
     /// The upgraded (WebSocket) connections this proxy opened and that are still open.
@@ -111,15 +153,17 @@ impl Proxy {
         peer: SocketAddr,
         mut request: Request<Incoming>,
     ) -> Response<ClientBody> {
+        // The one configuration this request runs under, whatever a reload does meanwhile.
+        let policy = self.policy.load_full();
         // Set first, so the backend gets it and every log line about the request names it.
-        let trusted = headers::is_trusted(peer, &self.config.forwarding.trusted_proxies);
+        let trusted = headers::is_trusted(peer, &policy.config.forwarding.trusted_proxies);
         let id = self.ids.assign(request.headers_mut(), trusted);
         let method = request.method().clone();
         // A cheap reference-counted copy, only read if the request fails.
         let uri = request.uri().clone();
         // A span only where debug logging is on: wrapping every request's future in one
         // (even a disabled span) moves and polls it through one more layer.
-        let forwarded = self.forward(peer, request, id.header());
+        let forwarded = self.forward(policy, peer, request, id.header());
         let outcome = if tracing::enabled!(tracing::Level::DEBUG) {
             forwarded
                 .instrument(tracing::debug_span!("request", request_id = id.as_str()))
@@ -142,11 +186,12 @@ impl Proxy {
 
     async fn forward(
         &self,
+        policy: Arc<Policy>,
         peer: SocketAddr,
         mut request: Request<Incoming>,
         request_id: Option<&[u8]>,
     ) -> Result<Response<ClientBody>, ProxyError> {
-        let target = guard::check(&request, &self.config.forwarding.server_names)?;
+        let target = guard::check(&request, &policy.config.forwarding.server_names)?;
         let upgrade = headers::wants_upgrade(request.headers());
         let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (parts, incoming) = request.into_parts();
@@ -156,7 +201,7 @@ impl Proxy {
             headers: parts.headers,
             request_id,
         };
-        let requested = self
+        let requested = policy
             .sticky
             .as_ref()
             .and_then(|s| s.requested(&head.headers));
@@ -164,9 +209,9 @@ impl Proxy {
         headers::set_forwarded(
             &mut head.headers,
             peer,
-            &self.config.forwarding.trusted_proxies,
+            &policy.config.forwarding.trusted_proxies,
         );
-        if let Some(sticky) = &self.sticky {
+        if let Some(sticky) = &policy.sticky {
             sticky.strip(&mut head.headers);
         }
         let bodiless = incoming.is_end_stream();
@@ -176,7 +221,7 @@ impl Proxy {
             // Read the first frame before choosing a backend: a body whose framing is broken
             // from the start (bad chunk size) is refused without reaching anyone.
             let mut incoming = incoming;
-            let first = tokio::time::timeout(self.guards.client.body, incoming.frame())
+            let first = tokio::time::timeout(policy.guards.client.body, incoming.frame())
                 .await
                 .map_err(|_| ProxyError::ClientTimeout)?;
             let first = match first {
@@ -203,7 +248,7 @@ impl Proxy {
                 let available = (0..n)
                     .filter(|&i| set.backends[i].is_available(now))
                     .collect::<Vec<_>>();
-                some = if available.is_empty() && self.config.fail_open {
+                some = if available.is_empty() && policy.config.fail_open {
                     (0..n).filter(|&i| !set.backends[i].is_draining()).collect()
                 } else {
                     available
@@ -213,7 +258,7 @@ impl Proxy {
         if eligible.is_empty() {
             return Err(ProxyError::NoBackend);
         }
-        let mut order = self.selector.select(
+        let mut order = policy.selector.select(
             &set,
             eligible,
             &SelectContext {
@@ -232,9 +277,9 @@ impl Proxy {
                 }
             }
         }
-        self.budget.deposit();
+        policy.budget.deposit();
 
-        let idempotent_retry = self.config.retry.idempotent
+        let idempotent_retry = policy.config.retry.idempotent
             && bodiless
             && !upgrade
             && matches!(
@@ -247,7 +292,7 @@ impl Proxy {
                     | Method::TRACE
             );
         let mut last_error = ProxyError::NoBackend;
-        let max_attempts = self.config.retry.max_attempts.get() as usize;
+        let max_attempts = policy.config.retry.max_attempts.get() as usize;
         for (attempt, &index) in order.iter().take(max_attempts).enumerate() {
             let backend = &set.backends[index];
             if attempt > 0 {
@@ -255,25 +300,36 @@ impl Proxy {
                 tracing::debug!(backend = %backend.addr, attempt, "retrying on next candidate");
             }
             match self
-                .attempt(backend, &head, &mut body, &mut client_upgrade)
+                .attempt(&policy, backend, &head, &mut body, &mut client_upgrade)
                 .await
             {
-                Attempt::Answered(mut response) => {
-                    tracing::debug!(backend = %backend.addr, status = response.status().as_u16(), "answered");
-                    if let Some(sticky) = &self.sticky
+                Attempt::Answered(mut parts, body) => {
+                    tracing::debug!(backend = %backend.addr, status = parts.status.as_u16(), "answered");
+                    if let Some(sticky) = &policy.sticky
                         && requested.as_deref() != Some(backend.sticky_id.as_str())
                     {
-                        response
-                            .headers_mut()
+                        parts
+                            .headers
                             .append(header::SET_COOKIE, sticky.set_cookie(&backend.sticky_id));
                     }
-                    return Ok(response);
+                    let body = match body {
+                        // The request's own policy handle moves into the body, which needs
+                        // it until its end: no second reference count per request.
+                        Some((body, in_flight)) => ClientBody::Proxied(ProxiedBody::new(
+                            body,
+                            backend.clone(),
+                            in_flight,
+                            policy,
+                        )),
+                        None => ClientBody::empty(),
+                    };
+                    return Ok(Response::from_parts(parts, body));
                 }
                 Attempt::NotSent(error) => last_error = error,
                 Attempt::Failed(error) => {
                     let retry = idempotent_retry
                         && !matches!(error, ProxyError::BadRequest(_) | ProxyError::ClientTimeout)
-                        && self.budget.withdraw();
+                        && policy.budget.withdraw();
                     if !retry {
                         return Err(error);
                     }
@@ -289,13 +345,14 @@ impl Proxy {
     /// request left is replaced by a fresh one once.
     async fn attempt(
         &self,
+        policy: &Policy,
         backend: &Arc<Backend>,
         head: &Head<'_>,
         body: &mut RequestBody,
         client_upgrade: &mut Option<OnUpgrade>,
     ) -> Attempt {
-        let passive = &self.config.passive;
-        let guards = &self.guards.backend;
+        let passive = &policy.config.passive;
+        let guards = &policy.guards.backend;
         let in_flight = backend.track();
         let request = upstream::RequestHead {
             method: &head.method,
@@ -370,8 +427,13 @@ impl Proxy {
                 Outcome::Response(parts, body) => (parts, Some(body)),
                 Outcome::Switched(parts, stream, early) => {
                     if let Some(client) = client_upgrade.take() {
-                        self.tunnels
-                            .spawn(client, stream, early, self.guards.tunnel, backend.addr);
+                        self.tunnels.spawn(
+                            client,
+                            stream,
+                            early,
+                            policy.guards.tunnel,
+                            backend.addr,
+                        );
                     }
                     (parts, None)
                 }
@@ -386,16 +448,7 @@ impl Proxy {
             }
             let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(&mut parts.headers, switching);
-            let body = match body {
-                Some(body) => ClientBody::Proxied(ProxiedBody::new(
-                    body,
-                    backend.clone(),
-                    in_flight,
-                    self.config.clone(),
-                )),
-                None => ClientBody::empty(),
-            };
-            return Attempt::Answered(Response::from_parts(parts, body));
+            return Attempt::Answered(parts, body.map(|body| (body, in_flight)));
         }
     }
 }

@@ -75,14 +75,20 @@ async fn calls_without_the_right_token_get_401_and_change_nothing() {
     let a = spawn_backend("a").await;
     let b = spawn_backend("b").await;
     let running = start(config(&[&a, &b]), Some(TOKEN)).await;
+    // b is drained with the token, so a refused resume has something to leave alone.
+    let drain_b = format!("/api/backends/{}/drain", b.addr);
+    let (status, _) = call(running.admin, "POST", &drain_b, Some(TOKEN), None).await;
+    assert_eq!(status, 200);
     let before = running.registry.load_full();
     let drain = format!("/api/backends/{}/drain", a.addr);
+    let resume = format!("/api/backends/{}/resume", b.addr);
     let weight = format!("/api/backends/{}/weight", a.addr);
     let remove = format!("/api/backends/{}", a.addr);
     for token in [None, Some("wrong-token-0123456789"), Some("")] {
         for (method, path, body) in [
             ("GET", "/api/backends", None),
             ("POST", drain.as_str(), None),
+            ("POST", resume.as_str(), None),
             ("PUT", weight.as_str(), Some(json!({"weight": 7}))),
             ("DELETE", remove.as_str(), None),
             (
@@ -98,12 +104,9 @@ async fn calls_without_the_right_token_get_401_and_change_nothing() {
     }
     let after = running.registry.load_full();
     assert!(Arc::ptr_eq(&before, &after), "the set was not swapped");
-    assert!(
-        after
-            .backends
-            .iter()
-            .all(|b| !b.is_draining() && b.weight() == 1)
-    );
+    let state = |backend: &balancer::backend::Backend| (backend.is_draining(), backend.weight());
+    assert_eq!(state(&after.backends[0]), (false, 1), "a is unchanged");
+    assert_eq!(state(&after.backends[1]), (true, 1), "b is still drained");
     // The right token works, and the public listener knows nothing of the API.
     let entry = listed(running.admin, Some(TOKEN), a.addr).await.unwrap();
     assert_eq!(entry["state"], "healthy");

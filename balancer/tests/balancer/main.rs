@@ -12,4 +12,5 @@ mod helpers;
 mod lifecycle;
 mod metrics;
 mod proxying;
+mod reload;
 mod sticky;

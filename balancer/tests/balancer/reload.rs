@@ -1,0 +1,584 @@
+//! Configuration reload: a valid file is applied (new backends take traffic, a new
+//! algorithm splits by it) and an invalid one is refused with the exact start-up error
+//! while the old configuration keeps serving; a key that needs a restart is refused by
+//! name; requests in flight and open tunnels are untouched; the admin API's changes survive;
+//! the binary reloads on a file renamed into place (`--watch-config`) and on SIGHUP, logging
+//! what it did; and under load, 20 reloads then 20 drain/resume cycles with weight changes
+//! fail no request.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use balancer::Balancer;
+use balancer::config::{Overrides, Sources};
+use balancer::reload::Reloader;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::helpers::{
+    BinaryBalancer, TestBackend, echo, eventually, get, open_tunnel, send, spawn_backend, spread,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A config file: both listeners on loopback port 0, `backends` with their weights, then
+/// `extra` (top-level keys first, then any sections but `[admin]`).
+fn toml(backends: &[(&TestBackend, u32)], extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(b, weight)| format!("\"{},weight={weight}\"", b.addr))
+        .collect();
+    format!(
+        "listen = \"127.0.0.1:0\"\nbackends = [{}]\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        list.join(", ")
+    )
+}
+
+/// Replaces the file the way deployment tools do: a new file renamed over the old one.
+fn replace(path: &Path, text: &str) {
+    let next = path.with_extension("toml.next");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+/// The sources the binary reads when given `--config path` alone.
+fn sources(path: &Path) -> Sources {
+    Sources {
+        file: Some(path.to_owned()),
+        overrides: Overrides::default(),
+    }
+}
+
+/// A balancer in-process, read from a config file that the test may rewrite.
+struct Running {
+    addr: SocketAddr,
+    admin: SocketAddr,
+    reloader: Reloader,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+    _stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start(text: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("balancer.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = sources(&path).load().expect("the first file is valid");
+    let balancer = Balancer::build_from(config, sources(&path)).await.unwrap();
+    let addr = balancer.local_addr().unwrap();
+    let admin = balancer.admin_addr().unwrap();
+    let reloader = balancer.reloader();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(balancer.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        admin,
+        reloader,
+        path,
+        _dir: dir,
+        _stop: stop,
+        task,
+    }
+}
+
+/// One admin call (no token: the listener is on loopback): its status and JSON body.
+async fn call(admin: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let answer = send(admin, request).await;
+    let json = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|e| panic!("admin answer is not JSON ({e}): {}", answer.body));
+    (answer.status, json)
+}
+
+/// The admin API's entry for `address`, if it is in the set.
+async fn listed(admin: SocketAddr, address: SocketAddr) -> Option<Value> {
+    let (status, list) = call(admin, "GET", "/api/backends", None).await;
+    assert_eq!(status, 200, "{list}");
+    list["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == address.to_string())
+        .cloned()
+}
+
+/// The value of the sample `series` (name and labels as printed) in `/metrics`.
+async fn sample(admin: SocketAddr, series: &str) -> String {
+    let answer = get(admin, "/metrics").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {series} in\n{}", answer.body))
+}
+
+#[tokio::test]
+async fn a_valid_reload_applies_and_an_invalid_one_is_refused_with_the_exact_error() {
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    let running = start(&toml(&[(&a, 1)], "")).await;
+    assert_eq!(spread(running.addr, 4).await.get("a"), Some(&4));
+
+    // A new backend and a new algorithm.
+    replace(
+        &running.path,
+        &toml(&[(&a, 1), (&b, 3)], "algorithm = \"weighted-round-robin\""),
+    );
+    let done = running.reloader.reload("test").await.unwrap();
+    assert_eq!(done.changed, ["backends", "algorithm"]);
+    assert_eq!(done.backends.added, [b.addr]);
+    let split = spread(running.addr, 40).await;
+    assert_eq!((split["a"], split["b"]), (10, 30), "{split:?}");
+
+    // Refused with the very error start-up would give, naming file, line and key.
+    for (extra, line, key) in [
+        ("[health]\ninterval = \"2 parsecs\"", "line 5", "interval"),
+        (
+            "[retry]\nbudget_ratio = 11.0",
+            "balancer.toml:5",
+            "retry.budget_ratio",
+        ),
+    ] {
+        replace(
+            &running.path,
+            &toml(
+                &[(&a, 1), (&b, 3)],
+                &format!("algorithm = \"round-robin\"\n{extra}"),
+            ),
+        );
+        let expected = sources(&running.path).load().unwrap_err().to_string();
+        assert!(
+            expected.contains("balancer.toml") && expected.contains(line) && expected.contains(key),
+            "{expected}"
+        );
+        let error = running.reloader.reload("test").await.unwrap_err();
+        assert_eq!(error.to_string(), expected);
+    }
+    // A key only a restart can change: refused by name, from where the file sets it.
+    let moved = toml(&[(&a, 1)], "").replacen("127.0.0.1:0", "127.0.0.1:1", 1);
+    replace(&running.path, &moved);
+    let error = running
+        .reloader
+        .reload("test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("balancer.toml:1")
+            && error.contains("listen changed")
+            && error.contains("needs a restart"),
+        "{error}"
+    );
+    // The old configuration still serves: the same backends and the same split.
+    let split = spread(running.addr, 40).await;
+    assert_eq!((split["a"], split["b"]), (10, 30), "{split:?}");
+    assert_eq!(
+        (
+            running.reloader.stats().applied(),
+            running.reloader.stats().refused()
+        ),
+        (1, 3)
+    );
+    let ok = r#"balancer_config_reloads_total{result="ok"}"#;
+    let refused = r#"balancer_config_reloads_total{result="refused"}"#;
+    assert_eq!(sample(running.admin, ok).await, "1");
+    assert_eq!(sample(running.admin, refused).await, "3");
+    let last = "balancer_config_last_reload_successful";
+    assert_eq!(sample(running.admin, last).await, "0");
+
+    // Fixed, it applies; the selector restarts its split with the new algorithm.
+    replace(&running.path, &toml(&[(&a, 1), (&b, 3)], ""));
+    let done = running.reloader.reload("test").await.unwrap();
+    assert_eq!(done.changed, ["algorithm"]);
+    let split = spread(running.addr, 40).await;
+    assert_eq!((split["a"], split["b"]), (20, 20), "{split:?}");
+    assert_eq!(sample(running.admin, last).await, "1");
+    assert_eq!(sample(running.admin, ok).await, "2");
+    let stamp = "balancer_config_last_reload_success_timestamp_seconds";
+    let stamp: u64 = sample(running.admin, stamp).await.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now - 60..=now).contains(&stamp), "{stamp} vs now {now}");
+}
+
+#[tokio::test]
+async fn requests_in_flight_and_open_tunnels_are_untouched_by_a_reload_that_removes_their_backend()
+{
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    let running = start(&toml(&[(&a, 1)], "")).await;
+    let (mut tunnel, head) = open_tunnel(running.addr).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(echo(&mut tunnel, "before").await);
+    // A request a holds until the test lets it go.
+    a.behaviour.hold.store(true, Ordering::SeqCst);
+    let hits = a.hits();
+    let addr = running.addr;
+    let held = tokio::spawn(async move { get(addr, "/held").await });
+    assert!(eventually(LIMIT, async || a.hits() > hits).await);
+
+    replace(
+        &running.path,
+        &toml(&[(&b, 1)], "[timeouts]\ntunnel_idle = \"10s\""),
+    );
+    let done = running.reloader.reload("test").await.unwrap();
+    assert_eq!(done.changed, ["backends", "timeouts"]);
+    assert_eq!(
+        (done.backends.added.clone(), done.backends.removed.clone()),
+        (vec![b.addr], vec![a.addr])
+    );
+    // New requests go to b only; the tunnel to a still carries bytes both ways.
+    assert_eq!(spread(running.addr, 4).await.get("b"), Some(&4));
+    assert!(echo(&mut tunnel, "after the reload").await);
+    a.behaviour.hold.store(false, Ordering::SeqCst);
+    let answer = tokio::time::timeout(LIMIT, held).await.unwrap().unwrap();
+    assert_eq!((answer.status, answer.instance()), (200, "a"));
+    assert!(echo(&mut tunnel, "still open").await);
+}
+
+#[tokio::test]
+async fn health_checks_and_sticky_sessions_follow_a_reload() {
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    b.behaviour.unhealthy.store(true, Ordering::SeqCst);
+    let running = start(&toml(&[(&a, 1), (&b, 1)], "")).await;
+    // No checks yet: b's failing /healthz goes unnoticed.
+    assert_eq!(spread(running.addr, 4).await.get("b"), Some(&2));
+    assert!(
+        !get(running.addr, "/")
+            .await
+            .headers
+            .contains_key("set-cookie")
+    );
+
+    let checked = "[health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"2s\"\nfall = 1\n[sticky]\nenabled = true";
+    replace(&running.path, &toml(&[(&a, 1), (&b, 1)], checked));
+    let done = running.reloader.reload("test").await.unwrap();
+    assert_eq!(done.changed, ["health", "sticky"]);
+    assert!(
+        eventually(LIMIT, async || listed(running.admin, b.addr)
+            .await
+            .is_some_and(|e| e["state"] == "unhealthy"))
+        .await,
+        "the checks started by the reload take b down"
+    );
+    let answer = get(running.addr, "/").await;
+    assert_eq!(answer.instance(), "a");
+    assert!(
+        answer.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("hitscale_backend="),
+        "sticky sessions are on"
+    );
+
+    // Checks off again: b is up at once (nothing would ever bring it back otherwise).
+    replace(&running.path, &toml(&[(&a, 1), (&b, 1)], ""));
+    running.reloader.reload("test").await.unwrap();
+    assert_eq!(
+        listed(running.admin, b.addr).await.unwrap()["state"],
+        "healthy"
+    );
+    assert_eq!(spread(running.addr, 4).await.get("b"), Some(&2));
+}
+
+#[tokio::test]
+async fn what_the_admin_api_did_survives_a_reload() {
+    let [a, b, c, d] = [
+        spawn_backend("a").await,
+        spawn_backend("b").await,
+        spawn_backend("c").await,
+        spawn_backend("d").await,
+    ];
+    let running = start(&toml(&[(&a, 1), (&b, 1)], "")).await;
+    let admin = running.admin;
+    let added = call(
+        admin,
+        "POST",
+        "/api/backends",
+        Some(json!({"address": c.addr.to_string(), "weight": 2})),
+    )
+    .await;
+    assert_eq!(added.0, 201, "{}", added.1);
+    let weight = format!("/api/backends/{}/weight", a.addr);
+    assert_eq!(
+        call(admin, "PUT", &weight, Some(json!({"weight": 5})))
+            .await
+            .0,
+        200
+    );
+    let drain = format!("/api/backends/{}/drain", b.addr);
+    assert_eq!(call(admin, "POST", &drain, None).await.0, 200);
+
+    // The file adds d and gives a another weight.
+    replace(&running.path, &toml(&[(&a, 2), (&b, 1), (&d, 1)], ""));
+    let done = running.reloader.reload("test").await.unwrap();
+    assert_eq!(done.backends.added, [d.addr]);
+    assert!(done.backends.reweighted.is_empty(), "{done:?}");
+    let entry = |address| async move { listed(admin, address).await.unwrap() };
+    assert_eq!(entry(a.addr).await["weight"], 5, "the API's weight is kept");
+    assert_eq!(entry(b.addr).await["state"], "drained", "the drain is kept");
+    let c_entry = entry(c.addr).await;
+    assert_eq!(
+        (
+            c_entry["added_by_api"].as_bool(),
+            c_entry["weight"].as_u64()
+        ),
+        (Some(true), Some(2)),
+        "the added backend stays"
+    );
+    assert_eq!(entry(d.addr).await["state"], "healthy");
+
+    // Removed through the API, d stays out although the file still names it.
+    let remove = format!("/api/backends/{}", d.addr);
+    assert_eq!(call(admin, "DELETE", &remove, None).await.0, 200);
+    let done = running.reloader.reload("test").await.unwrap();
+    assert!(done.backends.is_empty(), "{done:?}");
+    assert!(listed(admin, d.addr).await.is_none());
+    let split = spread(running.addr, 14).await;
+    assert_eq!(split.get("b"), None, "{split:?}");
+    assert_eq!(split.get("d"), None, "{split:?}");
+    assert_eq!(split["a"] + split["c"], 14, "{split:?}");
+}
+
+/// Starts the balancer binary on `path` with `args`, and checks it serves from `first`.
+async fn binary(path: &Path, args: &[&str], first: &str) -> BinaryBalancer {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_balancer"));
+    command.arg("--config").arg(path).args(args);
+    let balancer = BinaryBalancer::start(command).await;
+    assert_eq!(get(balancer.addr, "/").await.instance(), first);
+    balancer
+}
+
+/// The message of a JSON log line.
+fn message(line: &str) -> String {
+    let line: Value = serde_json::from_str(line).unwrap();
+    line["fields"]["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_binary_follows_a_config_file_renamed_into_place() {
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("balancer.toml");
+    std::fs::write(&path, toml(&[(&a, 1)], "")).unwrap();
+    let mut balancer = binary(&path, &["--watch-config"], "a").await;
+
+    replace(&path, &toml(&[(&b, 1)], ""));
+    let b_addr = b.addr.to_string();
+    let line = balancer
+        .wait_for_log(LIMIT, |l| l.contains("config reloaded"))
+        .await;
+    assert!(
+        line.contains("config file changed") && line.contains(&b_addr),
+        "{line}"
+    );
+    assert_eq!(spread(balancer.addr, 4).await.get("b"), Some(&4));
+
+    // A broken file: refused with the exact error, logged; b still serves.
+    replace(
+        &path,
+        &toml(&[(&a, 1)], "[health]\ninterval = \"2 parsecs\""),
+    );
+    let expected = sources(&path).load().unwrap_err().to_string();
+    let line = balancer
+        .wait_for_log(LIMIT, |l| l.contains("config reload refused"))
+        .await;
+    assert_eq!(message(&line), format!("config reload refused: {expected}"));
+    assert_eq!(spread(balancer.addr, 4).await.get("b"), Some(&4));
+    balancer.kill().await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_binary() {
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("balancer.toml");
+    std::fs::write(&path, toml(&[(&a, 1)], "")).unwrap();
+    let mut balancer = binary(&path, &[], "a").await;
+
+    // Rewritten in place; only the signal makes the balancer read it.
+    std::fs::write(&path, toml(&[(&a, 1), (&b, 1)], "")).unwrap();
+    let status = tokio::process::Command::new("kill")
+        .args(["-HUP", &balancer.pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let line = balancer
+        .wait_for_log(LIMIT, |l| l.contains("config reloaded"))
+        .await;
+    assert!(
+        line.contains("SIGHUP") && line.contains(&b.addr.to_string()),
+        "{line}"
+    );
+    let split = spread(balancer.addr, 4).await;
+    assert_eq!((split["a"], split["b"]), (2, 2), "{split:?}");
+    balancer.kill().await;
+}
+
+#[tokio::test]
+async fn watching_needs_a_config_file() {
+    let output = tokio::time::timeout(
+        LIMIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_balancer"))
+            .args(["--backend", "127.0.0.1:9", "--listen", "127.0.0.1:0"])
+            .env_remove("BALANCER_CONFIG")
+            .env("BALANCER_WATCH_CONFIG", "true")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the binary exits at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("BALANCER_WATCH_CONFIG") && stderr.contains("no config file"),
+        "{stderr}"
+    );
+}
+
+/// One GET on a fresh connection: its status, or what went wrong.
+async fn try_get(addr: SocketAddr) -> Result<u16, String> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = crate::helpers::request("/", &[]);
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(status)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 10 s".into()))
+}
+
+#[tokio::test]
+async fn under_load_reloads_drains_and_weight_changes_fail_no_request() {
+    let [a, b, c] = [
+        spawn_backend("a").await,
+        spawn_backend("b").await,
+        spawn_backend("c").await,
+    ];
+    let running = start(&toml(&[(&a, 1), (&b, 1), (&c, 1)], "")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    // Eight clients, each bounded in count (and every request in time).
+    let workers: Vec<JoinHandle<Vec<String>>> = (0..8)
+        .map(|_| {
+            let (addr, stop, done) = (running.addr, stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match try_get(addr).await {
+                        Ok(200) => {}
+                        Ok(status) => failures.push(format!("status {status}")),
+                        Err(error) => failures.push(error),
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                failures
+            })
+        })
+        .collect();
+    // Each step lets some requests through first, so every change lands under traffic.
+    let some_requests = async |n: usize| {
+        let target = done.load(Ordering::SeqCst) + n;
+        assert!(
+            eventually(LIMIT, async || done.load(Ordering::SeqCst) >= target).await,
+            "the clients stalled"
+        );
+    };
+    some_requests(50).await;
+    let algorithms = [
+        "round-robin",
+        "weighted-round-robin",
+        "least-connections",
+        "least-response-time",
+        "power-of-two-choices",
+        "ip-hash",
+    ];
+    for i in 0..20u32 {
+        // a's weight changes, c leaves and comes back, the algorithm turns.
+        let mut list = vec![(&a, 1 + i % 3), (&b, 1)];
+        if i % 2 == 1 {
+            list.push((&c, 2));
+        }
+        let extra = format!("algorithm = \"{}\"", algorithms[i as usize % 6]);
+        replace(&running.path, &toml(&list, &extra));
+        running
+            .reloader
+            .reload("test")
+            .await
+            .unwrap_or_else(|e| panic!("reload {i}: {e}"));
+        some_requests(20).await;
+    }
+    let admin = running.admin;
+    let drain = format!("/api/backends/{}/drain", b.addr);
+    let resume = format!("/api/backends/{}/resume", b.addr);
+    let weight = format!("/api/backends/{}/weight", a.addr);
+    for i in 0..20 {
+        assert_eq!(call(admin, "POST", &drain, None).await.0, 200);
+        some_requests(10).await;
+        let body = json!({"weight": 1 + i % 5});
+        assert_eq!(call(admin, "PUT", &weight, Some(body)).await.0, 200);
+        assert_eq!(call(admin, "POST", &resume, None).await.0, 200);
+        some_requests(10).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut failures = Vec::new();
+    for worker in workers {
+        failures.extend(tokio::time::timeout(LIMIT, worker).await.unwrap().unwrap());
+    }
+    let total = done.load(Ordering::SeqCst);
+    assert!(total >= 50 + 20 * 20 + 20 * 20, "{total} requests");
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(running.reloader.stats().applied(), 20);
+}
