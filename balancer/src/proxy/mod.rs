@@ -202,6 +202,7 @@ impl Proxy {
                     let chosen = order.remove(position);
                     order.insert(0, chosen);
                     self.stats.sticky_hits.fetch_add(1, Relaxed);
+                    set.backends[chosen].stats.sticky_routed.fetch_add(1, Relaxed);
                 }
                 None => {
                     self.stats.sticky_reroutes.fetch_add(1, Relaxed);
@@ -242,6 +243,7 @@ impl Proxy {
                         response
                             .headers_mut()
                             .append(header::SET_COOKIE, sticky.set_cookie(&backend.sticky_id));
+                        backend.stats.sticky_issued.fetch_add(1, Relaxed);
                     }
                     return Ok(response);
                 }
