@@ -280,6 +280,30 @@ impl Collector for BalancerCollector {
                 .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
         }
 
+        let mut m = encoder.encode_descriptor(
+            "backend_sticky_issued",
+            "Sticky cookies naming each backend handed to clients: sessions newly pinned to it.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (backend, addr) in backends() {
+            let value = backend.stats.sticky_issued.load(Relaxed);
+            m.encode_family(&[("backend", addr)])?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "backend_sticky_routed",
+            "Requests whose sticky cookie named each backend, which was tried first.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (backend, addr) in backends() {
+            let value = backend.stats.sticky_routed.load(Relaxed);
+            m.encode_family(&[("backend", addr)])?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+
         counter(
             &mut encoder,
             "retries",
@@ -353,6 +377,8 @@ mod tests {
             r#"balancer_backend_response_latency_seconds_count{backend="127.0.0.1:9001"} 1"#,
             r#"balancer_backend_health{backend="127.0.0.1:9001",state="up"} 1"#,
             r#"balancer_backend_in_flight{backend="127.0.0.1:9001"} 0"#,
+            r#"balancer_backend_sticky_issued_total{backend="127.0.0.1:9001"} 0"#,
+            r#"balancer_backend_sticky_routed_total{backend="127.0.0.1:9001"} 0"#,
             "balancer_retries_total 2",
         ] {
             assert!(

@@ -202,15 +202,28 @@ mod tests {
         let value = verifier.session_cookie(now + 60);
         assert!(!value.contains("secret"), "{value}");
         let header = format!("theme=dark; {COOKIE_NAME}={value}; other=1");
-        let allows = |v: &Verifier, header: &str, now| v.allows_cookie([header.as_bytes()].into_iter(), now);
+        let allows =
+            |v: &Verifier, header: &str, now| v.allows_cookie([header.as_bytes()].into_iter(), now);
         assert!(allows(&verifier, &header, now));
         assert!(!allows(&verifier, &header, now + 60), "expired");
         assert!(!allows(&other, &header, now), "made with another token");
         // A forged expiry, a cut or altered MAC, another cookie name: all refused.
         let (_, tag) = value.split_once('.').unwrap();
-        assert!(!allows(&verifier, &format!("{COOKIE_NAME}={}.{tag}", now + 120), now));
-        assert!(!allows(&verifier, &format!("{COOKIE_NAME}={}", &value[..value.len() - 2]), now));
-        let flipped = format!("{}{}", &value[..value.len() - 1], if value.ends_with('0') { '1' } else { '0' });
+        assert!(!allows(
+            &verifier,
+            &format!("{COOKIE_NAME}={}.{tag}", now + 120),
+            now
+        ));
+        assert!(!allows(
+            &verifier,
+            &format!("{COOKIE_NAME}={}", &value[..value.len() - 2]),
+            now
+        ));
+        let flipped = format!(
+            "{}{}",
+            &value[..value.len() - 1],
+            if value.ends_with('0') { '1' } else { '0' }
+        );
         assert!(!allows(&verifier, &format!("{COOKIE_NAME}={flipped}"), now));
         assert!(!allows(&verifier, &format!("x{COOKIE_NAME}={value}"), now));
         // An expiry beyond what a login hands out was not made by this server.

@@ -65,7 +65,11 @@ pub fn serves(path: &str) -> bool {
     )
 }
 
-pub async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incoming>) -> Response<AdminBody> {
+pub async fn handle(
+    state: &AdminState,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<AdminBody> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let readable = method == Method::GET || method == Method::HEAD;
@@ -93,12 +97,17 @@ pub async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incom
                 login_form(StatusCode::OK, "")
             }
         }
-        "/events" if readable => {
+        // GET only: a HEAD would hold a stream slot for an answer without a body.
+        "/events" if method == Method::GET => {
             if allowed(state, &request) {
                 events(state)
             } else {
                 tracing::info!(%peer, "dashboard events refused: no session");
-                whole(StatusCode::UNAUTHORIZED, "log in first\n", Some("text/plain"))
+                whole(
+                    StatusCode::UNAUTHORIZED,
+                    "log in first\n",
+                    Some("text/plain"),
+                )
             }
         }
         "/login" if method == Method::POST => login(state, peer, request).await,
@@ -136,7 +145,11 @@ fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn login(state: &AdminState, peer: SocketAddr, request: Request<Incoming>) -> Response<AdminBody> {
+async fn login(
+    state: &AdminState,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<AdminBody> {
     let Some(verifier) = &state.verifier else {
         // Nothing to log in to.
         return see_other();
@@ -145,7 +158,12 @@ async fn login(state: &AdminState, peer: SocketAddr, request: Request<Incoming>)
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(_)) => return login_form(StatusCode::BAD_REQUEST, "The form could not be read."),
-        Err(_) => return login_form(StatusCode::REQUEST_TIMEOUT, "The form took too long to arrive."),
+        Err(_) => {
+            return login_form(
+                StatusCode::REQUEST_TIMEOUT,
+                "The form took too long to arrive.",
+            );
+        }
     };
     let presented = form_field(&bytes, b"token").unwrap_or_default();
     if !verifier.is_token(&presented) {
@@ -181,15 +199,13 @@ fn percent_decode(text: &[u8]) -> Vec<u8> {
     while i < text.len() {
         match text[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < text.len() => {
-                match (hex(text[i + 1]), hex(text[i + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push(high << 4 | low);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < text.len() => match (hex(text[i + 1]), hex(text[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             byte => out.push(byte),
         }
         i += 1;
@@ -216,7 +232,11 @@ fn see_other() -> Response<AdminBody> {
 }
 
 fn not_allowed(allowed: &'static str) -> Response<AdminBody> {
-    let mut response = whole(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", Some("text/plain"));
+    let mut response = whole(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed\n",
+        Some("text/plain"),
+    );
     response
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allowed));
@@ -233,7 +253,11 @@ fn cache(response: &mut Response<AdminBody>, policy: &'static str) {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
 }
 
-fn whole(status: StatusCode, body: impl Into<Bytes>, content_type: Option<&'static str>) -> Response<AdminBody> {
+fn whole(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: Option<&'static str>,
+) -> Response<AdminBody> {
     let mut response = Response::new(Full::new(body.into()).boxed());
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -241,10 +265,19 @@ fn whole(status: StatusCode, body: impl Into<Bytes>, content_type: Option<&'stat
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -294,9 +327,15 @@ fn events(state: &AdminState) -> Response<AdminBody> {
     };
     let mut response = Response::new(body.boxed());
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 
@@ -310,7 +349,10 @@ impl Body for EventBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         if let Some(first) = this.pending.iter_mut().find_map(Option::take) {
             return Poll::Ready(Some(Ok(Frame::data(first))));
@@ -327,8 +369,14 @@ mod tests {
 
     #[test]
     fn the_token_field_is_found_and_decoded() {
-        assert_eq!(form_field(b"token=abc%2Bd+e", b"token"), Some(b"abc+d e".to_vec()));
-        assert_eq!(form_field(b"x=1&token=%41%4a%", b"token"), Some(b"AJ%".to_vec()));
+        assert_eq!(
+            form_field(b"token=abc%2Bd+e", b"token"),
+            Some(b"abc+d e".to_vec())
+        );
+        assert_eq!(
+            form_field(b"x=1&token=%41%4a%", b"token"),
+            Some(b"AJ%".to_vec())
+        );
         assert_eq!(form_field(b"tokens=1", b"token"), None);
         assert_eq!(form_field(b"token=%zz", b"token"), Some(b"%zz".to_vec()));
     }

@@ -57,8 +57,12 @@ impl Counters {
             errors: stats.answered(5) + connect_failed + timeout + failed,
             buckets,
             latency_sum_nanos,
-            sticky_issued: stats.sticky_issued.load(std::sync::atomic::Ordering::Relaxed),
-            sticky_routed: stats.sticky_routed.load(std::sync::atomic::Ordering::Relaxed),
+            sticky_issued: stats
+                .sticky_issued
+                .load(std::sync::atomic::Ordering::Relaxed),
+            sticky_routed: stats
+                .sticky_routed
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -231,10 +235,12 @@ fn sample(
     let total_rps: f64 = rows.iter().map(|r| r.rps).sum();
     let point = Point {
         t,
+        // A backend's first reading has no rate yet: a gap in the chart, not a zero.
         rps: set
             .backends
             .iter()
             .zip(&rows)
+            .filter(|(_, r)| r.measured)
             .map(|(b, r)| (Arc::<str>::from(b.addr.to_string()), r.rps))
             .collect(),
     };
@@ -261,6 +267,8 @@ fn sample(
 
 struct Row {
     rps: f64,
+    /// Whether there were two readings to take a rate from.
+    measured: bool,
     json: Value,
 }
 
@@ -291,11 +299,18 @@ fn figures(backend: &Backend, readings: &VecDeque<Counters>, now: u64) -> Row {
     }
     let measured: u64 = buckets.iter().sum();
     let mean_ms = (measured > 0).then(|| {
-        round(newest.latency_sum_nanos.saturating_sub(oldest.latency_sum_nanos) as f64 / 1e6 / measured as f64)
+        round(
+            newest
+                .latency_sum_nanos
+                .saturating_sub(oldest.latency_sum_nanos) as f64
+                / 1e6
+                / measured as f64,
+        )
     });
     let (state, reason) = super::api::state_of(backend, now);
     Row {
         rps,
+        measured: previous.is_some(),
         json: json!({
             "address": backend.addr.to_string(),
             "origin": &*backend.origin,
@@ -354,8 +369,9 @@ mod tests {
             backends: vec![a.clone(), b.clone()],
         });
         let mut tracks = HashMap::new();
-        let (first, _) = sample(&registry, &mut tracks, 10_000, 1);
+        let (first, first_point) = sample(&registry, &mut tracks, 10_000, 1);
         assert_eq!(first["backends"][0]["rps"], json!(0.0));
+        assert!(first_point.rps.is_empty(), "no rate from one reading");
         assert_eq!(first["backends"][0]["p50_ms"], Value::Null);
         for _ in 0..30 {
             a.stats.record(Outcome::Answered(200));

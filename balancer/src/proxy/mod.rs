@@ -202,7 +202,10 @@ impl Proxy {
                     let chosen = order.remove(position);
                     order.insert(0, chosen);
                     self.stats.sticky_hits.fetch_add(1, Relaxed);
-                    set.backends[chosen].stats.sticky_routed.fetch_add(1, Relaxed);
+                    set.backends[chosen]
+                        .stats
+                        .sticky_routed
+                        .fetch_add(1, Relaxed);
                 }
                 None => {
                     self.stats.sticky_reroutes.fetch_add(1, Relaxed);

@@ -203,7 +203,12 @@ function drawChart() {
   const plotWidth = width - left - right;
   const plotHeight = height - top - bottom;
   const end = points.length ? points[points.length - 1].t : Date.now();
-  const start = end - HISTORY_MS;
+  // The axis spans what there is (at least 30 s, at most the 5 minutes kept), so a young
+  // history is not squeezed into the right edge.
+  const span = points.length ? end - points[0].t : 0;
+  const step = [5, 10, 15, 30, 60].map((s) => s * 1000).find((s) => span <= 6 * s) || 60000;
+  const windowMs = Math.min(HISTORY_MS, Math.max(30000, Math.ceil(span / step) * step));
+  const start = end - windowMs;
   const addresses = new Set();
   let highest = 0;
   for (const point of points) {
@@ -213,7 +218,7 @@ function drawChart() {
     }
   }
   const max = niceMax(highest);
-  const x = (t) => left + ((t - start) / HISTORY_MS) * plotWidth;
+  const x = (t) => left + ((t - start) / windowMs) * plotWidth;
   const y = (v) => top + plotHeight - (v / max) * plotHeight;
 
   context.font = '11px system-ui, sans-serif';
@@ -233,9 +238,11 @@ function drawChart() {
   }
   context.textAlign = 'center';
   context.textBaseline = 'top';
-  for (let minutes = 5; minutes >= 0; minutes--) {
-    const px = x(end - minutes * 60000);
-    context.fillText(minutes === 0 ? 'now' : '-' + minutes + ' min', px, top + plotHeight + 6);
+  const tickStep = windowMs <= 60000 ? step : 60000;
+  for (let ago = 0; ago <= windowMs; ago += tickStep) {
+    let label = 'now';
+    if (ago > 0) label = ago % 60000 === 0 ? '-' + ago / 60000 + ' min' : '-' + ago / 1000 + ' s';
+    context.fillText(label, x(end - ago), top + plotHeight + 6);
   }
 
   context.lineWidth = 2;
