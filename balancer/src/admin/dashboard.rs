@@ -113,11 +113,10 @@ pub async fn handle(
         "/login" if method == Method::POST => login(state, peer, request).await,
         "/logout" if method == Method::POST => {
             let mut response = see_other();
+            let expired = format!("{COOKIE_NAME}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/");
             response.headers_mut().insert(
                 header::SET_COOKIE,
-                HeaderValue::from_static(
-                    "hitscale_admin=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/",
-                ),
+                HeaderValue::from_str(&expired).expect("fixed text"),
             );
             response
         }

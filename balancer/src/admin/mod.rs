@@ -3,12 +3,14 @@
 //! Prometheus metrics (`GET /metrics`, [`crate::metrics`]), and the live dashboard
 //! ([`dashboard`], `GET /`, fed by one [`sampler`] task). It is off
 //! unless `admin.listen` is set, never shares the public listener, and answers only
-//! requests carrying the bearer token ([`auth`]); without a token it may only listen on
+//! requests carrying the bearer token ([`auth`]), or, on the dashboard's read-only routes,
+//! the session cookie its token form sets; without a token it may only listen on
 //! loopback (checked by `Config::validate`).
 //!
 //! It listens on a socket, so it is bounded like one facing an attacker: a few connections
 //! at a time, a deadline on each request head, a small head, a capped and time-limited
-//! body, and a lifetime for each connection.
+//! body, and a lifetime for each connection; dashboard event streams, the only long
+//! answers, hold at most [`dashboard::MAX_EVENT_STREAMS`] of the connections.
 
 pub mod api;
 pub mod auth;

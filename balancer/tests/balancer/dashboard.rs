@@ -23,6 +23,8 @@ use crate::helpers::{config, eventually, request, send, spawn_backend, spawn_wit
 
 const TOKEN: &str = "dashboard-test-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
+/// The browser's hang guard: a cold chromium start on a busy machine is slow.
+const BROWSER_LIMIT: Duration = Duration::from_secs(60);
 
 /// A form post to the admin listener.
 async fn post_form(admin: SocketAddr, path: &str, body: &str) -> crate::helpers::Answer {
@@ -378,10 +380,13 @@ impl Chromium {
                 }
             }
         };
-        let reply = match tokio::time::timeout(LIMIT, exchange).await {
+        let reply = match tokio::time::timeout(BROWSER_LIMIT, exchange).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => panic!("{method}: {error}\n{}", self.output()),
-            Err(_) => panic!("{method}: no reply within {LIMIT:?}\n{}", self.output()),
+            Err(_) => panic!(
+                "{method}: no reply within {BROWSER_LIMIT:?}\n{}",
+                self.output()
+            ),
         };
         match reply.get("error") {
             Some(error) => Err(error.to_string()),
@@ -440,7 +445,7 @@ impl Chromium {
 
     /// Polls `expression` until it is truthy (the page reached the state), at most 30 s.
     async fn wait_for(&mut self, session: &str, expression: &str, what: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + LIMIT;
+        let deadline = tokio::time::Instant::now() + BROWSER_LIMIT;
         loop {
             // An error is a page between two documents (a form post, a redirect): not yet.
             let value = self.try_eval(session, expression).await;
@@ -454,7 +459,7 @@ impl Chromium {
                     .try_eval(session, "document.body ? document.body.innerText : ''")
                     .await;
                 panic!(
-                    "the page never showed {what} within {LIMIT:?}; last answer {value:?}; it shows:\n{page:?}"
+                    "the page never showed {what} within {BROWSER_LIMIT:?}; last answer {value:?}; it shows:\n{page:?}"
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
