@@ -70,6 +70,8 @@ impl Counters {
 /// A backend's recent readings, newest last, at most `WINDOW + 1`.
 struct Track {
     backend: Arc<Backend>,
+    /// Its address as the chart's points name it, made once.
+    address: Arc<str>,
     readings: VecDeque<Counters>,
 }
 
@@ -197,10 +199,15 @@ pub async fn run(registry: Arc<Registry>, sampler: Sampler) {
             }
             history.push_back(point);
         }
-        let frame = event("snapshot", &snapshot);
-        if sampler.latest.send(Some(frame)).is_err() {
+        if sampler.latest.is_closed() {
             // Every feed is gone: the admin server has stopped.
             return;
+        }
+        // The feed itself holds one receiver; only a viewer's are worth the encoding.
+        if sampler.latest.receiver_count() > 1 {
+            sampler
+                .latest
+                .send_replace(Some(event("snapshot", &snapshot)));
         }
     }
 }
@@ -224,24 +231,23 @@ fn sample(
     for backend in &set.backends {
         let track = tracks.entry(backend.addr).or_insert_with(|| Track {
             backend: backend.clone(),
+            address: backend.addr.to_string().into(),
             readings: VecDeque::with_capacity(WINDOW + 1),
         });
         if track.readings.len() == WINDOW + 1 {
             track.readings.pop_front();
         }
         track.readings.push_back(Counters::read(backend, now));
-        rows.push(figures(backend, &track.readings, now));
+        rows.push(figures(backend, &track.address, &track.readings, now));
     }
     let total_rps: f64 = rows.iter().map(|r| r.rps).sum();
     let point = Point {
         t,
         // A backend's first reading has no rate yet: a gap in the chart, not a zero.
-        rps: set
-            .backends
+        rps: rows
             .iter()
-            .zip(&rows)
-            .filter(|(_, r)| r.measured)
-            .map(|(b, r)| (Arc::<str>::from(b.addr.to_string()), r.rps))
+            .filter(|r| r.measured)
+            .map(|r| (r.address.clone(), r.rps))
             .collect(),
     };
     let backends: Vec<Value> = rows
@@ -266,13 +272,14 @@ fn sample(
 }
 
 struct Row {
+    address: Arc<str>,
     rps: f64,
     /// Whether there were two readings to take a rate from.
     measured: bool,
     json: Value,
 }
 
-fn figures(backend: &Backend, readings: &VecDeque<Counters>, now: u64) -> Row {
+fn figures(backend: &Backend, address: &Arc<str>, readings: &VecDeque<Counters>, now: u64) -> Row {
     let newest = *readings.back().expect("a reading was just pushed");
     let previous = readings.len().checked_sub(2).map(|i| readings[i]);
     let oldest = readings[0];
@@ -309,10 +316,11 @@ fn figures(backend: &Backend, readings: &VecDeque<Counters>, now: u64) -> Row {
     });
     let (state, reason) = super::api::state_of(backend, now);
     Row {
+        address: address.clone(),
         rps,
         measured: previous.is_some(),
         json: json!({
-            "address": backend.addr.to_string(),
+            "address": &**address,
             "origin": &*backend.origin,
             "state": state,
             "reason": reason,
