@@ -289,7 +289,8 @@ impl Chromium {
             "chromium is not installed: the dashboard test drives Debian's chromium headless. \
              Install it with scripts/install-deps (or: apt-get install chromium)"
         );
-        let profile = tempfile::tempdir().unwrap();
+        // Under target/tmp: if a failing test leaves it behind, it is not in /tmp.
+        let profile = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let mut command = tokio::process::Command::new("sh");
         command
             .arg("-c")
@@ -391,6 +392,23 @@ impl Chromium {
         match reply.get("error") {
             Some(error) => Err(error.to_string()),
             None => Ok(reply["result"].clone()),
+        }
+    }
+
+    /// Closes the browser and waits for it to exit, so its profile directory is removed
+    /// after the last write into it.
+    async fn close(mut self) {
+        // The reply may not come: the browser can exit before sending it.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.try_call(None, "Browser.close", json!({})),
+        )
+        .await;
+        if tokio::time::timeout(BROWSER_LIMIT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
         }
     }
 
@@ -675,7 +693,7 @@ async fn the_page_in_chromium_shows_live_figures_and_a_stopped_backend_turning_u
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     std::fs::write(&path, &png).unwrap();
 
-    drop(browser);
+    browser.close().await;
     let sent = traffic.sent.load(Ordering::Relaxed);
     traffic.stop().await;
     assert!(sent > 0);
