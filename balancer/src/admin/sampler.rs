@@ -329,7 +329,7 @@ fn figures(backend: &Backend, address: &Arc<str>, readings: &VecDeque<Counters>,
             "requests": newest.attempts,
             "rps": round(rps),
             "error_rate": (attempts > 0).then(|| round(errors as f64 / attempts as f64 * 100.0) / 100.0),
-            "errors": errors,
+            "errors_in_window": errors,
             "p50_ms": quantile(&buckets, 0.5),
             "p99_ms": quantile(&buckets, 0.99),
             "mean_ms": mean_ms,
@@ -401,9 +401,9 @@ mod tests {
         assert_eq!(b_row["rps"], json!(6.0), "{snapshot}");
         assert_eq!(snapshot["total_rps"], json!(21.5), "{snapshot}");
         assert_eq!(a_row["error_rate"], json!(0.0323), "1 of 31");
-        assert_eq!(a_row["errors"], json!(1));
+        assert_eq!(a_row["errors_in_window"], json!(1));
         // A connect failure is the backend's, a client's broken body is not.
-        assert_eq!(b_row["errors"], json!(1));
+        assert_eq!(b_row["errors_in_window"], json!(1));
         assert_eq!(b_row["requests"], json!(12));
         assert_eq!(a_row["p50_ms"], json!(5.0));
         assert_eq!(a_row["p99_ms"], json!(1000.0));
