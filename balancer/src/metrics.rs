@@ -24,7 +24,7 @@ use crate::backend::{Health, Registry, now_millis};
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the latency buckets, in nanoseconds (5 ms … 5 s; +Inf is implicit).
-const BUCKETS_NANOS: [u64; 6] = [
+pub const BUCKETS_NANOS: [u64; 6] = [
     5_000_000,
     25_000_000,
     100_000_000,
@@ -66,6 +66,10 @@ pub struct BackendStats {
     pub(crate) transitions: [AtomicU64; 2],
     /// Passive ejections started.
     pub(crate) ejections: AtomicU64,
+    /// Sticky cookies naming this backend handed to clients: sessions newly pinned to it.
+    pub sticky_issued: AtomicU64,
+    /// Requests whose sticky cookie named this backend, which was tried first.
+    pub sticky_routed: AtomicU64,
 }
 
 impl BackendStats {
@@ -93,6 +97,21 @@ impl BackendStats {
     /// Answered attempts with the given status class (1-5).
     pub fn answered(&self, class: u16) -> u64 {
         self.classes[usize::from(class.clamp(1, 5) - 1)].load(Relaxed)
+    }
+
+    /// Attempts that got no answer, in the order of [`UNANSWERED`]: connect failed,
+    /// timeout, failed, client error.
+    pub fn unanswered(&self) -> [u64; 4] {
+        self.unanswered.each_ref().map(|c| c.load(Relaxed))
+    }
+
+    /// Per-bucket (not cumulative) latency counts, bounded above by [`BUCKETS_NANOS`]
+    /// (the last bucket is +Inf), and the sum of all latencies in nanoseconds.
+    pub fn latency(&self) -> ([u64; BUCKETS_NANOS.len() + 1], u64) {
+        (
+            self.buckets.each_ref().map(|c| c.load(Relaxed)),
+            self.latency_sum_nanos.load(Relaxed),
+        )
     }
 }
 
@@ -261,6 +280,30 @@ impl Collector for BalancerCollector {
                 .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
         }
 
+        let mut m = encoder.encode_descriptor(
+            "backend_sticky_issued",
+            "Sticky cookies naming each backend handed to clients: sessions newly pinned to it.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (backend, addr) in backends() {
+            let value = backend.stats.sticky_issued.load(Relaxed);
+            m.encode_family(&[("backend", addr)])?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "backend_sticky_routed",
+            "Requests whose sticky cookie named each backend, which was tried first.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (backend, addr) in backends() {
+            let value = backend.stats.sticky_routed.load(Relaxed);
+            m.encode_family(&[("backend", addr)])?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+
         counter(
             &mut encoder,
             "retries",
@@ -334,6 +377,8 @@ mod tests {
             r#"balancer_backend_response_latency_seconds_count{backend="127.0.0.1:9001"} 1"#,
             r#"balancer_backend_health{backend="127.0.0.1:9001",state="up"} 1"#,
             r#"balancer_backend_in_flight{backend="127.0.0.1:9001"} 0"#,
+            r#"balancer_backend_sticky_issued_total{backend="127.0.0.1:9001"} 0"#,
+            r#"balancer_backend_sticky_routed_total{backend="127.0.0.1:9001"} 0"#,
             "balancer_retries_total 2",
         ] {
             assert!(

@@ -288,7 +288,7 @@ fn unknown_fields(
 }
 
 /// What a backend is doing, as the API reports it, with the reason when there is one.
-fn state_of(backend: &Backend, now: u64) -> (&'static str, Option<&'static str>) {
+pub(super) fn state_of(backend: &Backend, now: u64) -> (&'static str, Option<&'static str>) {
     if backend.is_draining() {
         if backend.in_flight() > 0 {
             ("draining", None)

@@ -1,23 +1,29 @@
 //! The admin listener: a second, separate socket serving the JSON API ([`api`]) that lists
-//! backends and drains, resumes, reweights, adds and removes them at run time, and the
-//! Prometheus metrics (`GET /metrics`, [`crate::metrics`]). It is off
+//! backends and drains, resumes, reweights, adds and removes them at run time, the
+//! Prometheus metrics (`GET /metrics`, [`crate::metrics`]), and the live dashboard
+//! ([`dashboard`], `GET /`, fed by one [`sampler`] task). It is off
 //! unless `admin.listen` is set, never shares the public listener, and answers only
-//! requests carrying the bearer token ([`auth`]); without a token it may only listen on
+//! requests carrying the bearer token ([`auth`]), or, on the dashboard's read-only routes,
+//! the session cookie its token form sets; without a token it may only listen on
 //! loopback (checked by `Config::validate`).
 //!
 //! It listens on a socket, so it is bounded like one facing an attacker: a few connections
 //! at a time, a deadline on each request head, a small head, a capped and time-limited
-//! body, and a lifetime for each connection.
+//! body, and a lifetime for each connection; dashboard event streams, the only long
+//! answers, hold at most [`dashboard::MAX_EVENT_STREAMS`] of the connections.
 
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod dashboard;
+pub mod sampler;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -55,6 +61,10 @@ pub struct AdminState {
     verifier: Option<auth::Verifier>,
     /// The `/metrics` registry: one collector reading the live set at scrape time.
     pub metrics: prometheus_client::registry::Registry,
+    /// The dashboard's figures, as the sampler publishes them.
+    feed: sampler::Feed,
+    /// Open dashboard event streams, at most [`dashboard::MAX_EVENT_STREAMS`].
+    event_streams: Arc<Semaphore>,
 }
 
 /// The bound admin listener, ready to serve.
@@ -62,6 +72,7 @@ pub struct AdminState {
 pub struct AdminServer {
     listener: TcpListener,
     state: Arc<AdminState>,
+    sampler: sampler::Sampler,
 }
 
 impl AdminServer {
@@ -88,6 +99,7 @@ impl AdminServer {
             tracing::warn!(admin_listen = %local, "admin API listening on loopback WITHOUT a token: \
                 any local process can change the backends (set BALANCER_ADMIN_TOKEN or admin.token_file)");
         }
+        let (sampler, feed) = sampler::channel();
         Ok(Self {
             listener,
             state: Arc::new(AdminState {
@@ -100,7 +112,10 @@ impl AdminServer {
                 sticky,
                 config,
                 verifier,
+                feed,
+                event_streams: Arc::new(Semaphore::new(dashboard::MAX_EVENT_STREAMS)),
             }),
+            sampler,
         })
     }
 
@@ -110,11 +125,21 @@ impl AdminServer {
 
     /// Serves until the task is aborted (with the balancer's other background tasks).
     pub fn spawn(self) -> JoinHandle<()> {
-        tokio::spawn(serve(self.listener, self.state))
+        tokio::spawn(serve(self.listener, self.state, self.sampler))
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+/// Aborts the task when dropped: the sampler stops with the server that serves its figures.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<AdminState>, sampler: sampler::Sampler) {
+    let _sampler = AbortOnDrop(tokio::spawn(sampler::run(state.registry.clone(), sampler)));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -145,9 +170,18 @@ async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         let pool = Guards::from_config(&state.config.borrow()).pool;
         tokio::spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |request| {
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(api::handle(&state, pool, peer, request).await) }
+                async move {
+                    let response = if dashboard::serves(request.uri().path()) {
+                        dashboard::handle(&state, peer, request).await
+                    } else {
+                        api::handle(&state, pool, peer, request)
+                            .await
+                            .map(BodyExt::boxed)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if tokio::time::timeout(CONNECTION_LIFETIME, connection)

@@ -271,6 +271,10 @@ impl Proxy {
                     let chosen = order.remove(position);
                     order.insert(0, chosen);
                     self.stats.sticky_hits.fetch_add(1, Relaxed);
+                    set.backends[chosen]
+                        .stats
+                        .sticky_routed
+                        .fetch_add(1, Relaxed);
                 }
                 None => {
                     self.stats.sticky_reroutes.fetch_add(1, Relaxed);
@@ -311,6 +315,7 @@ impl Proxy {
                         parts
                             .headers
                             .append(header::SET_COOKIE, sticky.set_cookie(&backend.sticky_id));
+                        backend.stats.sticky_issued.fetch_add(1, Relaxed);
                     }
                     let body = match body {
                         // The request's own policy handle moves into the body, which needs

@@ -4,6 +4,7 @@ mod admin;
 mod algorithms;
 mod backend_wire;
 mod config_errors;
+mod dashboard;
 mod forwarded;
 mod framing;
 mod guards;

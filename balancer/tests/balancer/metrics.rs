@@ -264,6 +264,21 @@ async fn sticky_hits_and_reroutes_are_counted() {
     assert_eq!(scrape.get("balancer_sticky_hits_total", &[]), 3.0);
     assert_eq!(scrape.get("balancer_sticky_reroutes_total", &[]), 1.0);
     assert_eq!(scrape.get("balancer_retries_total", &[]), 0.0);
+    // Per backend: the three cookie-routed requests went to the pinned one; a cookie was
+    // issued for the first request and for the re-routed one, to whichever served them.
+    let (pinned, other) = if first.instance() == "a" {
+        (a.addr, b.addr)
+    } else {
+        (b.addr, a.addr)
+    };
+    let (pinned, other) = (pinned.to_string(), other.to_string());
+    let routed =
+        |addr: &str| scrape.get("balancer_backend_sticky_routed_total", &[("backend", addr)]);
+    let issued =
+        |addr: &str| scrape.get("balancer_backend_sticky_issued_total", &[("backend", addr)]);
+    assert_eq!((routed(&pinned), routed(&other)), (3.0, 0.0));
+    assert_eq!(issued(&pinned) + issued(&other), 2.0);
+    assert!(issued(&pinned) >= 1.0);
 }
 
 #[tokio::test]
