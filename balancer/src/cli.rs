@@ -10,7 +10,8 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
-    Algorithm, BackendSpec, Config, ConfigError, Origin, Overrides, parse_duration,
+    Algorithm, BackendSpec, CertificateSpec, Config, ConfigError, Origin, Overrides,
+    parse_duration,
 };
 use crate::sticky::StickyKey;
 
@@ -67,6 +68,22 @@ pub struct Cli {
     /// BALANCER_ADMIN_TOKEN or `admin.token_file`, never from the command line (`ps`).
     #[arg(long, env = "BALANCER_ADMIN_LISTEN", global = true)]
     pub admin_listen: Option<SocketAddr>,
+    /// HTTPS listen address (off unless set); the plain listener then redirects to it.
+    #[arg(long, env = "BALANCER_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for HTTPS; repeatable, paired in order with --tls-key. The
+    /// first is the default. Replaces `tls.certificates` of the config file.
+    #[arg(long = "tls-cert", env = "BALANCER_TLS_CERT", value_name = "FILE")]
+    pub tls_certs: Vec<PathBuf>,
+    /// Private key (PEM) of the --tls-cert at the same position.
+    #[arg(long = "tls-key", env = "BALANCER_TLS_KEY", value_name = "FILE")]
+    pub tls_keys: Vec<PathBuf>,
+    /// Send `Strict-Transport-Security: max-age=...` on HTTPS answers, e.g. 8760h.
+    #[arg(long, env = "BALANCER_TLS_HSTS_MAX_AGE", value_parser = parse_duration)]
+    pub hsts_max_age: Option<Duration>,
+    /// The port redirects to HTTPS name [default: the HTTPS listener's port].
+    #[arg(long, env = "BALANCER_TLS_HTTPS_PORT")]
+    pub https_port: Option<u16>,
     /// BALANCER_ADMIN_TOKEN, read from the environment only (see `parse_recording_sources`).
     #[arg(skip)]
     pub admin_token: Option<crate::admin::auth::AdminToken>,
@@ -83,7 +100,26 @@ fn sticky_key(text: &str) -> Result<StickyKey, std::convert::Infallible> {
 
 /// For each argument that overrides the file: its id, its config-file key, its flag and
 /// its variable.
-const OVERRIDES: [(&str, &str, &str, &str); 12] = [
+const OVERRIDES: [(&str, &str, &str, &str); 16] = [
+    ("tls_listen", "tls.listen", "--tls-listen", "BALANCER_TLS_LISTEN"),
+    (
+        "tls_certs",
+        "tls.certificates",
+        "--tls-cert",
+        "BALANCER_TLS_CERT",
+    ),
+    (
+        "hsts_max_age",
+        "tls.hsts_max_age",
+        "--hsts-max-age",
+        "BALANCER_TLS_HSTS_MAX_AGE",
+    ),
+    (
+        "https_port",
+        "tls.https_port",
+        "--https-port",
+        "BALANCER_TLS_HTTPS_PORT",
+    ),
     (
         "admin_listen",
         "admin.listen",
@@ -243,6 +279,10 @@ impl Cli {
             ("health_fall", self.health_fall.is_some()),
             ("resolve_interval", self.resolve_interval.is_some()),
             ("admin_listen", self.admin_listen.is_some()),
+            ("tls_listen", self.tls_listen.is_some()),
+            ("tls_certs", !self.tls_certs.is_empty()),
+            ("hsts_max_age", self.hsts_max_age.is_some()),
+            ("https_port", self.https_port.is_some()),
         ] {
             if set {
                 origins.extend(self.origin(id));
@@ -271,6 +311,23 @@ impl Cli {
         } else {
             self.backends
         };
+        if self.tls_certs.len() != self.tls_keys.len() {
+            return Err(ConfigError::Invalid(format!(
+                "--tls-cert / BALANCER_TLS_CERT given {} time(s) but --tls-key / BALANCER_TLS_KEY {}: each certificate needs its key, in the same order",
+                self.tls_certs.len(),
+                self.tls_keys.len()
+            )));
+        }
+        let tls_certificates = self
+            .tls_certs
+            .into_iter()
+            .zip(self.tls_keys)
+            .map(|(cert, key)| CertificateSpec {
+                cert,
+                key,
+                default: false,
+            })
+            .collect();
         let overrides = Overrides {
             listen: self.listen,
             backends,
@@ -285,6 +342,10 @@ impl Cli {
             sticky_key: self.sticky_key,
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
+            tls_listen: self.tls_listen,
+            tls_certificates,
+            tls_hsts_max_age: self.hsts_max_age,
+            tls_https_port: self.https_port,
             origins,
         };
         Config::load(self.config.as_deref(), overrides)

@@ -79,7 +79,7 @@ fn run(
         let listen = config.listen;
         let balancer = Balancer::build(config)
             .await
-            .with_context(|| format!("binding {listen}"))?;
+            .with_context(|| format!("starting the balancer (listen {listen})"))?;
         balancer
             .run_until_stopped(async move {
                 let signal = shutdown.requested().await;

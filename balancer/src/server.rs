@@ -1,7 +1,16 @@
-//! The client side: accepts connections, serves HTTP/1.1 with keep-alive under limits and
-//! timeouts, and drains gracefully on shutdown.
+//! The client side: accepts connections on the public listeners (plain HTTP, and HTTPS
+//! when TLS is on), serves HTTP/1.1 with keep-alive under limits and timeouts, and drains
+//! gracefully on shutdown.
+//!
+//! A TLS connection is served by the same code as a plain one once its handshake is done:
+//! the serving is generic over the stream ([`ClientStream`]), so the framing tap, hyper,
+//! idle parking and the drain are one path. The handshake itself is bounded in time
+//! (`timeouts.tls_handshake`) and in number (`limits.max_handshakes`: a connection that
+//! finds every handshake slot taken is closed at once, so a flood of silent clients costs
+//! sockets for at most the handshake timeout and never queues up).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -14,8 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::Config;
 use crate::framing::{Findings, FramingTap};
@@ -23,12 +33,67 @@ use crate::guards::Guards;
 use crate::proxy::Proxy;
 use crate::proxy::body::ClientBody;
 use crate::proxy::error::ProxyError;
+use crate::proxy::headers::Scheme;
+use crate::tls::Tls;
+use crate::tls::redirect::Redirect;
 use crate::upstream::BodyError;
+
+/// What a listener serves.
+#[derive(Debug, Clone)]
+pub enum Front {
+    /// Plain HTTP, proxied.
+    Plain,
+    /// Plain HTTP answered with a redirect to HTTPS (the ACME challenge path excepted).
+    Redirect(Redirect),
+    /// HTTPS.
+    Tls(Tls),
+}
+
+/// A bound listener and what it serves.
+#[derive(Debug)]
+pub struct Listener {
+    pub socket: TcpListener,
+    pub front: Front,
+}
+
+/// A client's byte stream: a TCP socket, or TLS over one. Idle parking waits on the TCP
+/// socket underneath.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl ClientStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// What every connection of every listener shares.
+struct Shared {
+    proxy: Arc<Proxy>,
+    guards: Guards,
+    builder: http1::Builder,
+    connections: Arc<Semaphore>,
+    handshakes: Arc<Semaphore>,
+    /// Turns true when shutdown begins.
+    stopped: watch::Receiver<bool>,
+}
+
+/// Resolves once shutdown has begun (at once if it already has).
+async fn stopping(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
 
 /// Serves until `shutdown` completes, then stops accepting and gives in-flight requests
 /// up to the grace period to finish.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     proxy: Arc<Proxy>,
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
@@ -43,124 +108,28 @@ pub async fn serve(
         .max_header_size(guards.client.max_header_bytes)
         .max_headers(guards.client.max_headers)
         .keep_alive(true);
-    let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(guards.max_connections));
     let (stop, stopped) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let findings = Findings::new();
-        // The permit rides with the socket, so a connection that becomes a tunnel keeps
-        // counting against the limit until the tunnel closes.
-        let io = FramingTap::new(stream, findings.clone(), guards.client).holding(permit);
-        let requests = Arc::new(AtomicU64::new(0));
-        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let proxy = proxy.clone();
-            let index = requests.fetch_add(1, Ordering::Relaxed);
-            let conflicting = findings.is_conflicting(index);
-            let vouched = findings.vouches_for(index);
-            let connect = request.method() == hyper::Method::CONNECT;
-            let findings = findings.clone();
-            async move {
-                let mut response = if conflicting {
-                    tracing::debug!(%peer, "refused a request with both Content-Length and Transfer-Encoding");
-                    ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
-                        .into_response()
-                } else if !vouched {
-                    // The framing checks could not follow the connection this far: refuse
-                    // rather than forward what they did not see.
-                    tracing::debug!(%peer, "refused a request the framing tap could not follow");
-                    ProxyError::BadRequest("request framing could not be followed").into_response()
-                } else {
-                    proxy.handle(peer, request).await
-                };
-                let status = response.status();
-                if status == hyper::StatusCode::SWITCHING_PROTOCOLS
-                    || (connect && status.is_success())
-                {
-                    findings.switched(index);
-                } else if findings.must_close_after(index) {
-                    response.headers_mut().insert(
-                        hyper::header::CONNECTION,
-                        hyper::header::HeaderValue::from_static("close"),
-                    );
-                }
-                Ok::<_, Infallible>(response.map(|body| Answered::new(body, findings)))
-            }
-        });
-        let builder = builder.clone();
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let mut io = io;
-            let mut service = service;
-            loop {
-                // Boxed: while the connection is parked, the task keeps only the tap.
-                let mut connection = Box::new(
-                    builder
-                        .serve_connection(TokioIo::new(io), service)
-                        .with_upgrades(),
-                );
-                let ended = tokio::select! {
-                    ended = &mut *connection => ended,
-                    _ = stopped.changed() => {
-                        // Finish the request in progress, then close instead of keeping alive.
-                        Pin::new(&mut *connection).graceful_shutdown();
-                        (&mut *connection).await
-                    }
-                };
-                if let Err(error) = ended {
-                    tracing::debug!(%peer, %error, "client connection ended with an error");
-                    return;
-                }
-                // Upgraded (hyper handed the socket to the tunnel) or closed: done.
-                let Some(parts) = connection.into_parts() else {
-                    return;
-                };
-                let mut tap = parts.io.into_inner();
-                if !tap.take_parked() || !parts.read_buf.is_empty() || *stopped.borrow() {
-                    return;
-                }
-                // Empty, but it still holds hyper's read buffer.
-                drop(parts.read_buf);
-                // Idle: hyper's buffers went with its connection; wait on the bare socket
-                // and start a new one when the next request begins.
-                tap.release_buffers();
-                tracing::trace!(%peer, "idle connection parked");
-                let woke = tokio::select! {
-                    ready = tokio::time::timeout_at(tap.idle_deadline(), tap.get_ref().readable()) => {
-                        matches!(ready, Ok(Ok(())))
-                    }
-                    _ = stopped.changed() => false,
-                };
-                if !woke {
-                    return;
-                }
-                io = tap;
-                service = parts.service;
-            }
-        });
-    }
-    drop(listener);
+    let shared = Arc::new(Shared {
+        proxy: proxy.clone(),
+        guards,
+        builder,
+        connections: connections.clone(),
+        handshakes: Arc::new(Semaphore::new(guards.tls.max_handshakes)),
+        stopped,
+    });
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| tokio::spawn(accept(listener, shared.clone())))
+        .collect();
+    shutdown.await;
     tracing::info!(grace = ?config.timeouts.shutdown_grace, "shutting down: no longer accepting, draining in-flight requests");
     let deadline = tokio::time::Instant::now() + config.timeouts.shutdown_grace;
     let _ = stop.send(true);
+    for task in accepting {
+        // Each loop ends at once on the stop, dropping its listener.
+        let _ = task.await;
+    }
     // Tunnels hold their connection's permit too: this waits for them as well.
     let all = u32::try_from(guards.max_connections).unwrap_or(u32::MAX);
     match tokio::time::timeout_at(deadline, connections.acquire_many(all)).await {
@@ -170,6 +139,226 @@ pub async fn serve(
     // Upgraded connections left hyper's hands at their 101: they get what is left of the
     // same grace period.
     proxy.tunnels().drain(deadline).await;
+}
+
+/// Accepts on one listener until shutdown begins.
+async fn accept(listener: Listener, shared: Arc<Shared>) {
+    let Listener { socket, front } = listener;
+    let mut stopped = shared.stopped.clone();
+    loop {
+        let permit = tokio::select! {
+            permit = shared.connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            () = stopping(&mut stopped) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopping(&mut stopped) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        match &front {
+            Front::Plain => {
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    permit,
+                    shared.clone(),
+                    None,
+                ));
+            }
+            Front::Redirect(redirect) => {
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    permit,
+                    shared.clone(),
+                    Some(Answering::Redirect(*redirect)),
+                ));
+            }
+            Front::Tls(tls) => {
+                // Taken here, in accept order, so a full house is decided before the
+                // connection costs a task.
+                let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "TLS handshake limit reached: connection closed");
+                    continue;
+                };
+                tokio::spawn(handshake_then_serve(
+                    stream,
+                    peer,
+                    permit,
+                    handshake,
+                    tls.clone(),
+                    shared.clone(),
+                ));
+            }
+        }
+    }
+}
+
+/// Completes the TLS handshake within `timeouts.tls_handshake`, then serves the
+/// connection; the handshake slot is given back as soon as the handshake ends.
+async fn handshake_then_serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    handshake: OwnedSemaphorePermit,
+    tls: Tls,
+    shared: Arc<Shared>,
+) {
+    let mut stopped = shared.stopped.clone();
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(shared.guards.tls.handshake, tls.acceptor.accept(stream)) => accepted,
+        () = stopping(&mut stopped) => return,
+    };
+    drop(handshake);
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake not completed in time: connection closed");
+            return;
+        }
+    };
+    let answering = Answering::Tls { hsts: tls.hsts };
+    serve_connection(stream, peer, permit, shared, Some(answering)).await;
+}
+
+/// What a connection does besides proxying.
+#[derive(Clone)]
+enum Answering {
+    /// Plain HTTP with TLS on: redirect.
+    Redirect(Redirect),
+    /// Over TLS: tell the backend, and add HSTS if configured.
+    Tls { hsts: Option<hyper::header::HeaderValue> },
+}
+
+/// Serves HTTP/1.1 on one client connection until it closes, parking it while idle.
+async fn serve_connection<S: ClientStream>(
+    stream: S,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    answering: Option<Answering>,
+) {
+    let proxy = shared.proxy.clone();
+    let findings = Findings::new();
+    // The permit rides with the socket, so a connection that becomes a tunnel keeps
+    // counting against the limit until the tunnel closes.
+    let mut io = FramingTap::new(stream, findings.clone(), shared.guards.client).holding(permit);
+    let requests = Arc::new(AtomicU64::new(0));
+    let mut service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let proxy = proxy.clone();
+        let index = requests.fetch_add(1, Ordering::Relaxed);
+        let conflicting = findings.is_conflicting(index);
+        let vouched = findings.vouches_for(index);
+        let connect = request.method() == hyper::Method::CONNECT;
+        let findings = findings.clone();
+        let answering = answering.clone();
+        async move {
+            let redirected = match &answering {
+                Some(Answering::Redirect(redirect)) if vouched && !conflicting => {
+                    redirect.answer(&request)
+                }
+                Some(Answering::Tls { .. }) => {
+                    request.extensions_mut().insert(Scheme::Https);
+                    None
+                }
+                _ => None,
+            };
+            let mut response = if conflicting {
+                tracing::debug!(%peer, "refused a request with both Content-Length and Transfer-Encoding");
+                ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
+                    .into_response()
+            } else if !vouched {
+                // The framing checks could not follow the connection this far: refuse
+                // rather than forward what they did not see.
+                tracing::debug!(%peer, "refused a request the framing tap could not follow");
+                ProxyError::BadRequest("request framing could not be followed").into_response()
+            } else if let Some(redirect) = redirected {
+                redirect
+            } else {
+                proxy.handle(peer, request).await
+            };
+            if let Some(Answering::Tls { hsts: Some(hsts) }) = &answering {
+                // The app's own policy, if it sends one, is kept.
+                response
+                    .headers_mut()
+                    .entry(hyper::header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert_with(|| hsts.clone());
+            }
+            let status = response.status();
+            if status == hyper::StatusCode::SWITCHING_PROTOCOLS
+                || (connect && status.is_success())
+            {
+                findings.switched(index);
+            } else if findings.must_close_after(index) {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(response.map(|body| Answered::new(body, findings)))
+        }
+    });
+    let mut stopped = shared.stopped.clone();
+    loop {
+        // Boxed: while the connection is parked, the task keeps only the tap.
+        let mut connection = Box::new(
+            shared
+                .builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        let ended = tokio::select! {
+            ended = &mut *connection => ended,
+            () = stopping(&mut stopped) => {
+                // Finish the request in progress, then close instead of keeping alive.
+                Pin::new(&mut *connection).graceful_shutdown();
+                (&mut *connection).await
+            }
+        };
+        if let Err(error) = ended {
+            tracing::debug!(%peer, %error, "client connection ended with an error");
+            return;
+        }
+        // Upgraded (hyper handed the socket to the tunnel) or closed: done.
+        let Some(parts) = connection.into_parts() else {
+            return;
+        };
+        let mut tap = parts.io.into_inner();
+        if !tap.take_parked() || !parts.read_buf.is_empty() || *stopped.borrow() {
+            return;
+        }
+        // Empty, but it still holds hyper's read buffer.
+        drop(parts.read_buf);
+        // Idle: hyper's buffers went with its connection; wait on the bare socket and
+        // start a new one when the next request begins. Over TLS the socket is the one
+        // under the TLS session: the tap only parks after a read found nothing, so no
+        // decrypted bytes wait inside the session.
+        tap.release_buffers();
+        tracing::trace!(%peer, "idle connection parked");
+        let woke = tokio::select! {
+            ready = tokio::time::timeout_at(tap.idle_deadline(), tap.get_ref().tcp().readable()) => {
+                matches!(ready, Ok(Ok(())))
+            }
+            () = stopping(&mut stopped) => false,
+        };
+        if !woke {
+            return;
+        }
+        io = tap;
+        service = parts.service;
+    }
 }
 
 /// A response body that tells the framing tap when its exchange is over (its last frame
