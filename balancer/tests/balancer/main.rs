@@ -13,3 +13,4 @@ mod lifecycle;
 mod metrics;
 mod proxying;
 mod sticky;
+mod tls;
