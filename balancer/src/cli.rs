@@ -446,6 +446,51 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_pair_certificates_with_keys_in_order() {
+        let cli = Cli::try_parse_recording_sources([
+            "balancer",
+            "--backend",
+            "a:80",
+            "--tls-listen",
+            "127.0.0.1:8443",
+            "--tls-cert",
+            "a.crt",
+            "--tls-key",
+            "a.key",
+            "--tls-cert",
+            "b.crt",
+            "--tls-key",
+            "b.key",
+            "--hsts-max-age",
+            "1h",
+        ])
+        .unwrap();
+        let config = cli.into_config(None).unwrap();
+        let pairs: Vec<_> = config
+            .tls
+            .certificates
+            .iter()
+            .map(|c| (c.cert.to_str().unwrap(), c.key.to_str().unwrap()))
+            .collect();
+        assert_eq!(pairs, [("a.crt", "a.key"), ("b.crt", "b.key")]);
+        assert_eq!(config.tls.hsts_max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(config.origin_of("tls.certificates[1]"), "flag --tls-cert");
+
+        let cli = Cli::try_parse_recording_sources([
+            "balancer",
+            "--backend",
+            "a:80",
+            "--tls-listen",
+            "127.0.0.1:8443",
+            "--tls-cert",
+            "a.crt",
+        ])
+        .unwrap();
+        let error = cli.into_config(None).unwrap_err().to_string();
+        assert!(error.contains("--tls-key"), "{error}");
+    }
+
+    #[test]
     fn healthcheck_targets_loopback_on_the_listen_port() {
         let cli =
             Cli::try_parse_from(["balancer", "--listen", "0.0.0.0:9000", "healthcheck"]).unwrap();

@@ -1376,4 +1376,59 @@ mod tests {
         );
         assert!("fastest".parse::<Algorithm>().is_err());
     }
+
+    #[test]
+    fn the_tls_section_parses_and_its_errors_name_their_source() {
+        let dir = std::env::temp_dir().join(format!("balancer-tls-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tls.toml");
+        let good = "backends = [\"a:80\"]\n\n[tls]\nlisten = \"127.0.0.1:8443\"\nhsts_max_age = \"8760h\"\nhttps_port = 443\n\n[[tls.certificates]]\ncert = \"site.crt\"\nkey = \"site.key\"\n\n[[tls.certificates]]\ncert = \"/abs/other.crt\"\nkey = \"/abs/other.key\"\ndefault = true\n";
+        std::fs::write(&path, good).unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        let tls = &config.tls;
+        assert_eq!(tls.listen, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(tls.hsts_max_age, Some(Duration::from_secs(8760 * 3600)));
+        assert_eq!(tls.https_port, Some(443));
+        // Relative to the config file; absolute ones as written.
+        assert_eq!(tls.certificates[0].cert, dir.join("site.crt"));
+        assert_eq!(tls.certificates[1].key, PathBuf::from("/abs/other.key"));
+        assert!(tls.certificates[1].default && !tls.certificates[0].default);
+        assert!(config.origin_of("tls.certificates[1]").ends_with("tls.toml:12"));
+
+        for (text, wanted) in [
+            (
+                "backends = [\"a:80\"]\n[tls]\nlisten = \"127.0.0.1:8443\"\n",
+                ["tls.toml:3", "tls.listen", "no certificate"],
+            ),
+            (
+                "backends = [\"a:80\"]\n[tls]\ncertificates = [{ cert = \"a\", key = \"b\" }]\n",
+                ["tls.toml:3", "tls.certificates", "tls.listen is not"],
+            ),
+            (
+                "backends = [\"a:80\"]\nlisten = \"0.0.0.0:8443\"\n[tls]\nlisten = \"127.0.0.1:8443\"\ncertificates = [{ cert = \"a\", key = \"b\" }]\n",
+                ["tls.toml:4", "tls.listen", "another listener"],
+            ),
+            (
+                "backends = [\"a:80\"]\n[tls]\nlisten = \"127.0.0.1:8443\"\n[[tls.certificates]]\ncert = \"a\"\nchain = \"b\"\n",
+                ["tls.toml", "line 6", "chain"],
+            ),
+            (
+                "backends = [\"a:80\"]\n[tls]\nlisten = \"127.0.0.1:8443\"\nhsts_max_age = \"20000h\"\ncertificates = [{ cert = \"a\", key = \"b\" }]\n",
+                ["tls.toml:4", "tls.hsts_max_age", "two years"],
+            ),
+            (
+                "backends = [\"a:80\"]\n[timeouts]\ntls_handshake = \"0ms\"\n",
+                ["tls.toml:3", "timeouts.tls_handshake", "between"],
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            for part in wanted {
+                assert!(error.contains(part), "{part:?} not in {error:?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -209,7 +209,10 @@ impl Balancer {
                 };
                 listeners.push(server::Listener {
                     socket: listener,
-                    front: server::Front::Redirect(tls::redirect::Redirect::new(port)),
+                    front: server::Front::Redirect(tls::redirect::Redirect::new(
+                        port,
+                        &config.forwarding.server_names,
+                    )),
                 });
                 listeners.push(server::Listener {
                     socket,

@@ -179,7 +179,7 @@ async fn accept(listener: Listener, shared: Arc<Shared>) {
                     peer,
                     permit,
                     shared.clone(),
-                    Some(Answering::Redirect(*redirect)),
+                    Some(Answering::Redirect(redirect.clone())),
                 ));
             }
             Front::Tls(tls) => {

@@ -68,6 +68,9 @@ impl Tls {
             .with_no_client_auth()
             .with_cert_resolver(store.clone());
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Stateless resumption tickets (keys rotated by rustls), so a returning client
+        // skips the full handshake without a per-session cache entry here.
+        server.ticketer = rustls::crypto::ring::Ticketer::new()?;
         let hsts = config.tls.hsts_max_age.map(|age| {
             HeaderValue::from_str(&format!("max-age={}", age.as_secs()))
                 .expect("digits are a valid header value")

@@ -4,30 +4,39 @@
 //! HTTP and which is proxied to the backends like any request (an ACME module will answer
 //! it itself later, here).
 //!
-//! The host in `Location` comes from the request (absolute-form target, else `Host`), so it
-//! is checked first: a DNS name, an IPv4 address or a bracketed IPv6 address, nothing else.
-//! A request naming something else (user info, a path, spaces, several Hosts) is refused
-//! with 400 rather than echoed into a redirect.
+//! The request passes the proxy's own checks first (`proxy::guard`: no CONNECT, one Host,
+//! absolute-form only for this site's names), so the redirect never points anywhere the
+//! proxy would not have served. The host in `Location` comes from `Host` and is checked
+//! again: a DNS name, an IPv4 address or a bracketed IPv6 address, nothing else. A request
+//! naming something else (user info, a path, spaces) is refused with 400 rather than
+//! echoed into a redirect.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use crate::proxy::body::ClientBody;
 use crate::proxy::error::ProxyError;
+use crate::proxy::guard;
 
 /// Requests under this path are not redirected.
 pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// Redirects to HTTPS on `port`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Redirect {
     port: u16,
+    /// `forwarding.server_names`: the names an absolute-form target may carry.
+    server_names: Arc<[String]>,
 }
 
 impl Redirect {
-    pub fn new(port: u16) -> Self {
-        Self { port }
+    pub fn new(port: u16, server_names: &[String]) -> Self {
+        Self {
+            port,
+            server_names: server_names.into(),
+        }
     }
 
     /// The answer for `request`, or `None` when it must be proxied (the ACME path).
@@ -47,25 +56,26 @@ impl Redirect {
     }
 
     fn location<B>(&self, request: &Request<B>) -> Result<HeaderValue, ProxyError> {
-        let uri = request.uri();
-        let mut hosts = request.headers().get_all(header::HOST).iter();
-        let host_header = hosts.next();
-        if hosts.next().is_some() {
-            return Err(ProxyError::BadRequest("more than one Host header"));
-        }
-        let authority = match uri.authority() {
-            Some(authority) => authority.as_str(),
-            None => host_header
-                .and_then(|h| h.to_str().ok())
+        let origin = guard::check(request, &self.server_names)?;
+        // One Host at most (the guard saw to it); an HTTP/1.0 absolute-form request may
+        // have none, and then its target names this site.
+        let authority = match request.headers().get(header::HOST) {
+            Some(host) => host
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("Host is not a valid host name"))?,
+            None => request
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
                 .ok_or(ProxyError::BadRequest("no Host to redirect to"))?,
         };
         let host = valid_host(authority)
             .ok_or(ProxyError::BadRequest("Host is not a valid host name"))?;
-        let target = uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .filter(|pq| pq.starts_with('/'))
-            .unwrap_or("/");
+        // `OPTIONS *` has no path to keep: the site's root stands for it.
+        let target = match origin.path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') => pq.as_str(),
+            _ => "/",
+        };
         let location = if self.port == 443 {
             format!("https://{host}{target}")
         } else {
@@ -157,7 +167,7 @@ mod tests {
     #[test]
     fn redirects_keep_host_and_target_on_the_https_port() {
         let answer = location(
-            Redirect::new(8443),
+            Redirect::new(8443, &[]),
             "/a/b?c=d&e",
             Some("app.test:8080"),
         );
@@ -166,17 +176,28 @@ mod tests {
             answer.headers()[header::LOCATION],
             "https://app.test:8443/a/b?c=d&e"
         );
-        let answer = location(Redirect::new(443), "/", Some("App.Test"));
+        let answer = location(Redirect::new(443, &[]), "/", Some("App.Test"));
         assert_eq!(answer.headers()[header::LOCATION], "https://app.test/");
         assert_eq!(
-            location(Redirect::new(443), "/", Some("evil.com/x")).status(),
+            location(Redirect::new(443, &[]), "/", Some("evil.com/x")).status(),
             400
         );
-        assert_eq!(location(Redirect::new(443), "/", None).status(), 400);
+        assert_eq!(location(Redirect::new(443, &[]), "/", None).status(), 400);
         let acme = Request::get("/.well-known/acme-challenge/token")
             .header("host", "app.test")
             .body(())
             .unwrap();
-        assert!(Redirect::new(443).answer(&acme).is_none());
+        assert!(Redirect::new(443, &[]).answer(&acme).is_none());
+        // What the proxy refuses is not redirected either.
+        let connect = Request::connect("evil.test:443")
+            .header("host", "evil.test:443")
+            .body(())
+            .unwrap();
+        assert_eq!(Redirect::new(443, &[]).answer(&connect).unwrap().status(), 405);
+        let elsewhere = Request::get("http://evil.test/x")
+            .header("host", "app.test")
+            .body(())
+            .unwrap();
+        assert_eq!(Redirect::new(443, &[]).answer(&elsewhere).unwrap().status(), 400);
     }
 }
