@@ -10,8 +10,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
-    Algorithm, BackendSpec, CertificateSpec, Config, ConfigError, Origin, Overrides,
-    parse_duration,
+    Algorithm, BackendSpec, CertificateSpec, Config, ConfigError, Origin, Overrides, parse_duration,
 };
 use crate::sticky::StickyKey;
 
@@ -101,7 +100,12 @@ fn sticky_key(text: &str) -> Result<StickyKey, std::convert::Infallible> {
 /// For each argument that overrides the file: its id, its config-file key, its flag and
 /// its variable.
 const OVERRIDES: [(&str, &str, &str, &str); 16] = [
-    ("tls_listen", "tls.listen", "--tls-listen", "BALANCER_TLS_LISTEN"),
+    (
+        "tls_listen",
+        "tls.listen",
+        "--tls-listen",
+        "BALANCER_TLS_LISTEN",
+    ),
     (
         "tls_certs",
         "tls.certificates",

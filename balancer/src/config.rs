@@ -705,7 +705,9 @@ impl Config {
         if clash(self.listen) || self.admin.listen.is_some_and(clash) {
             return Err(self.invalid(
                 "tls.listen",
-                format_args!("is {listen}, an address another listener (listen or admin.listen) uses"),
+                format_args!(
+                    "is {listen}, an address another listener (listen or admin.listen) uses"
+                ),
             ));
         }
         let interval = tls.reload_interval;
@@ -1393,7 +1395,11 @@ mod tests {
         assert_eq!(tls.certificates[0].cert, dir.join("site.crt"));
         assert_eq!(tls.certificates[1].key, PathBuf::from("/abs/other.key"));
         assert!(tls.certificates[1].default && !tls.certificates[0].default);
-        assert!(config.origin_of("tls.certificates[1]").ends_with("tls.toml:12"));
+        assert!(
+            config
+                .origin_of("tls.certificates[1]")
+                .ends_with("tls.toml:12")
+        );
 
         for (text, wanted) in [
             (

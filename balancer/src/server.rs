@@ -165,13 +165,7 @@ async fn accept(listener: Listener, shared: Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         match &front {
             Front::Plain => {
-                tokio::spawn(serve_connection(
-                    stream,
-                    peer,
-                    permit,
-                    shared.clone(),
-                    None,
-                ));
+                tokio::spawn(serve_connection(stream, peer, permit, shared.clone(), None));
             }
             Front::Redirect(redirect) => {
                 tokio::spawn(serve_connection(
@@ -239,7 +233,9 @@ enum Answering {
     /// Plain HTTP with TLS on: redirect.
     Redirect(Redirect),
     /// Over TLS: tell the backend, and add HSTS if configured.
-    Tls { hsts: Option<hyper::header::HeaderValue> },
+    Tls {
+        hsts: Option<hyper::header::HeaderValue>,
+    },
 }
 
 /// Serves HTTP/1.1 on one client connection until it closes, parking it while idle.
@@ -277,8 +273,7 @@ async fn serve_connection<S: ClientStream>(
             };
             let mut response = if conflicting {
                 tracing::debug!(%peer, "refused a request with both Content-Length and Transfer-Encoding");
-                ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
-                    .into_response()
+                ProxyError::BadRequest("both Content-Length and Transfer-Encoding").into_response()
             } else if !vouched {
                 // The framing checks could not follow the connection this far: refuse
                 // rather than forward what they did not see.
@@ -297,8 +292,7 @@ async fn serve_connection<S: ClientStream>(
                     .or_insert_with(|| hsts.clone());
             }
             let status = response.status();
-            if status == hyper::StatusCode::SWITCHING_PROTOCOLS
-                || (connect && status.is_success())
+            if status == hyper::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success())
             {
                 findings.switched(index);
             } else if findings.must_close_after(index) {

@@ -284,10 +284,7 @@ fn parse_all(
         let certified = CertifiedKey::from_der(chain, private, provider).map_err(|e| {
             fail(
                 &spec.key,
-                format!(
-                    "does not fit the certificate {}: {e}",
-                    spec.cert.display()
-                ),
+                format!("does not fit the certificate {}: {e}", spec.cert.display()),
             )
         })?;
         if let Some(not_after) = not_after(&certified.cert[0])
@@ -362,7 +359,8 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
         _ => return None,
     };
     let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
-    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let (month, day, hour, minute, second) =
+        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
     Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))

@@ -69,8 +69,8 @@ impl Redirect {
                 .map(|a| a.as_str())
                 .ok_or(ProxyError::BadRequest("no Host to redirect to"))?,
         };
-        let host = valid_host(authority)
-            .ok_or(ProxyError::BadRequest("Host is not a valid host name"))?;
+        let host =
+            valid_host(authority).ok_or(ProxyError::BadRequest("Host is not a valid host name"))?;
         // `OPTIONS *` has no path to keep: the site's root stands for it.
         let target = match origin.path_and_query() {
             Some(pq) if pq.as_str().starts_with('/') => pq.as_str(),
@@ -114,7 +114,9 @@ pub fn valid_host(authority: &str) -> Option<String> {
     let name = host.strip_suffix('.').unwrap_or(host);
     let label_ok = |label: &str| {
         (1..=63).contains(&label.len())
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
@@ -193,11 +195,17 @@ mod tests {
             .header("host", "evil.test:443")
             .body(())
             .unwrap();
-        assert_eq!(Redirect::new(443, &[]).answer(&connect).unwrap().status(), 405);
+        assert_eq!(
+            Redirect::new(443, &[]).answer(&connect).unwrap().status(),
+            405
+        );
         let elsewhere = Request::get("http://evil.test/x")
             .header("host", "app.test")
             .body(())
             .unwrap();
-        assert_eq!(Redirect::new(443, &[]).answer(&elsewhere).unwrap().status(), 400);
+        assert_eq!(
+            Redirect::new(443, &[]).answer(&elsewhere).unwrap().status(),
+            400
+        );
     }
 }

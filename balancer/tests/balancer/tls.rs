@@ -224,7 +224,9 @@ async fn the_server_name_picks_the_certificate_and_no_name_gets_the_default() {
 
     let stream = handshake(&client, balancer.tls, "a.test").await.unwrap();
     assert_eq!(served(&stream), a.der);
-    let stream = handshake(&client, balancer.tls, "x.wild.test").await.unwrap();
+    let stream = handshake(&client, balancer.tls, "x.wild.test")
+        .await
+        .unwrap();
     assert_eq!(served(&stream), wild.der);
     // An IP address as the name: rustls sends no SNI.
     let stream = handshake(&client, balancer.tls, "127.0.0.1").await.unwrap();
@@ -393,7 +395,10 @@ async fn the_binary_logs_a_refused_certificate_file_with_its_path_and_keeps_serv
         first.der
     );
 
-    replace(&spec.cert, b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n");
+    replace(
+        &spec.cert,
+        b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    );
     let path = spec.cert.display().to_string();
     let line = balancer
         .wait_for_log(Duration::from_secs(10), |l| {
@@ -401,7 +406,10 @@ async fn the_binary_logs_a_refused_certificate_file_with_its_path_and_keeps_serv
         })
         .await;
     assert!(line.contains("tls.certificates[0]"), "{line}");
-    assert!(line.contains("balancer.toml:5"), "names the entry's line: {line}");
+    assert!(
+        line.contains("balancer.toml:5"),
+        "names the entry's line: {line}"
+    );
     assert_eq!(
         served(&handshake(&client, tls, "a.test").await.unwrap()),
         first.der,
@@ -463,7 +471,9 @@ async fn start_up_refuses_unreadable_mismatched_and_non_certificate_files_naming
         config.tls.certificates = vec![good.clone(), spec];
         let error = Balancer::build(config).await.unwrap_err().to_string();
         assert!(
-            error.contains("tls.certificates[1]") && error.contains(&path) && error.contains(problem),
+            error.contains("tls.certificates[1]")
+                && error.contains(&path)
+                && error.contains(problem),
             "{error}"
         );
     }
@@ -488,7 +498,10 @@ async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
     assert_eq!(answer.status, 308);
     assert_eq!(
         answer.headers["location"],
-        format!("https://app.test:{}/form/submit?x=1&y=%20", balancer.tls.port())
+        format!(
+            "https://app.test:{}/form/submit?x=1&y=%20",
+            balancer.tls.port()
+        )
     );
     assert!(
         !answer.headers.contains_key("strict-transport-security"),
@@ -511,7 +524,11 @@ async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
     let answer = get(balancer.plain, "/.well-known/acme-challenge/token-1").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.instance(), "b");
-    assert!(answer.body.starts_with("GET /.well-known/acme-challenge/token-1"));
+    assert!(
+        answer
+            .body
+            .starts_with("GET /.well-known/acme-challenge/token-1")
+    );
     assert_eq!(answer.echoed("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(backend.hits(), 1);
 }
@@ -533,11 +550,7 @@ async fn the_redirect_names_the_configured_https_port_and_https_answers_carry_hs
 
     let client = ca.client(&tls13_and_12());
     let mut http = http_over(handshake(&client, balancer.tls, "app.test").await.unwrap()).await;
-    let answer = send_on(
-        &mut http,
-        request("/", &[("x-forwarded-proto", "http")]),
-    )
-    .await;
+    let answer = send_on(&mut http, request("/", &[("x-forwarded-proto", "http")])).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
         answer.headers["strict-transport-security"],
@@ -545,7 +558,10 @@ async fn the_redirect_names_the_configured_https_port_and_https_answers_carry_hs
     );
     // The client's own claim is dropped; the backend is told the truth.
     assert_eq!(answer.echoed("x-forwarded-proto").as_deref(), Some("https"));
-    assert_eq!(answer.echoed("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        answer.echoed("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
 }
 
 #[tokio::test]

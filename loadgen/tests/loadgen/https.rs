@@ -1,7 +1,6 @@
 //! loadgen's https:// path (reqwest with rustls) against the balancer's own TLS listener,
 //! in-process on loopback, with a test CA made at test time and given by `--cacert`.
 
-
 use balancer::Balancer;
 use balancer::config::{CertificateSpec, Config};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -101,7 +100,9 @@ fn a_cacert_file_without_certificates_is_refused_naming_it() {
         "https://127.0.0.1:1/",
     ])
     .unwrap();
-    let error = loadgen::RunConfig::from_opts(&opts).unwrap_err().to_string();
+    let error = loadgen::RunConfig::from_opts(&opts)
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("--cacert") && error.contains("empty.pem"),
         "{error}"
