@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::framing::{Findings, FramingTap};
@@ -118,18 +119,17 @@ pub async fn serve(
         handshakes: Arc::new(Semaphore::new(guards.tls.max_handshakes)),
         stopped,
     });
-    let accepting: Vec<_> = listeners
-        .into_iter()
-        .map(|listener| tokio::spawn(accept(listener, shared.clone())))
-        .collect();
+    // A set, so the loops (and their listeners) go when this future is dropped.
+    let mut accepting = JoinSet::new();
+    for listener in listeners {
+        accepting.spawn(accept(listener, shared.clone()));
+    }
     shutdown.await;
     tracing::info!(grace = ?config.timeouts.shutdown_grace, "shutting down: no longer accepting, draining in-flight requests");
     let deadline = tokio::time::Instant::now() + config.timeouts.shutdown_grace;
     let _ = stop.send(true);
-    for task in accepting {
-        // Each loop ends at once on the stop, dropping its listener.
-        let _ = task.await;
-    }
+    // Each loop ends at once on the stop, dropping its listener.
+    while accepting.join_next().await.is_some() {}
     // Tunnels hold their connection's permit too: this waits for them as well.
     let all = u32::try_from(guards.max_connections).unwrap_or(u32::MAX);
     match tokio::time::timeout_at(deadline, connections.acquire_many(all)).await {
