@@ -3,7 +3,8 @@
 //!
 //! rustls on ring (the crypto provider reqwest's rustls already uses), TLS 1.2 and 1.3
 //! only: rustls implements nothing older, so a TLS 1.0 or 1.1 hello is refused with a
-//! `protocol_version` alert. After the handshake the connection is served exactly like a
+//! fatal alert (`protocol_version`; `handshake_failure` first if the hello lacks the
+//! signature_algorithms extension, as old clients' hellos do). After the handshake the connection is served exactly like a
 //! plain one (`server`: the framing tap, hyper's HTTP/1.1, idle parking, the drain), with
 //! `X-Forwarded-Proto: https` for the backends and, if configured, HSTS on the answers.
 //!

@@ -292,6 +292,56 @@ async fn tls_1_0_and_1_1_are_refused_with_a_protocol_version_alert() {
     );
 }
 
+/// OpenSSL's command-line client, a real TLS 1.0/1.1 client (with the security level that
+/// lets Debian's build offer them), connecting with `args`; its output and exit status.
+async fn s_client(tls: SocketAddr, args: &[&str]) -> (bool, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("openssl")
+            .arg("s_client")
+            .arg("-connect")
+            .arg(tls.to_string())
+            .args(["-servername", "a.test", "-cipher", "DEFAULT:@SECLEVEL=0"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("openssl s_client ends within 30 s")
+    .expect("the openssl command-line tool is installed (scripts/install-deps)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn openssl_cannot_connect_with_tls_1_0_or_1_1_but_can_with_1_2_and_1_3() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.issuer.pem()).unwrap();
+    let backend = spawn_backend("b").await;
+    let balancer = TlsBalancer::start(config(&[&backend]), certificates).await;
+    for old in ["-tls1", "-tls1_1"] {
+        let (ok, text) = s_client(balancer.tls, &[old]).await;
+        assert!(
+            !ok && text.contains("Cipher is (NONE)") && text.contains("alert"),
+            "{old}: {text}"
+        );
+    }
+    let ca_file = ca_file.to_str().unwrap();
+    for (version, named) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let (ok, text) = s_client(balancer.tls, &[version, "-CAfile", ca_file]).await;
+        assert!(
+            ok && text.contains(&format!("New, {named}"))
+                && text.contains("Verify return code: 0 (ok)"),
+            "{version}: {text}"
+        );
+    }
+}
+
 /// Writes `bytes` and reads until the server closes (within 10 s).
 async fn raw_bytes(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
