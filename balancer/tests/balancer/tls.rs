@@ -530,6 +530,40 @@ async fn start_up_refuses_unreadable_mismatched_and_non_certificate_files_naming
 }
 
 #[tokio::test]
+async fn the_binary_stops_with_exit_code_2_naming_the_flag_and_file_of_a_bad_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_balancer"))
+            .args(["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9"])
+            .args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(&missing)
+            .arg("--tls-key")
+            .arg(&missing)
+            .env_remove("BALANCER_CONFIG")
+            .env_remove("BALANCER_TLS_CERT")
+            .env_remove("BALANCER_TLS_KEY")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the binary exits within 30 s")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for part in [
+        "invalid configuration",
+        "flag --tls-cert",
+        "tls.certificates[0]",
+        &missing.display().to_string(),
+        "cannot read it",
+    ] {
+        assert!(stderr.contains(part), "{part:?} not in {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
     let ca = Ca::new();
     let dir = tempfile::tempdir().unwrap();
