@@ -149,7 +149,12 @@ impl CertStore {
             }
         };
         let digest = digest_of(&contents);
-        if digest == self.current.load().digest || *last_refused == Some(digest) {
+        if digest == self.current.load().digest {
+            // Back to what is served (a bad edit undone): a later bad edit is news again.
+            *last_refused = None;
+            return;
+        }
+        if *last_refused == Some(digest) {
             return;
         }
         match parse_all(&self.entries, &contents, &self.provider) {
