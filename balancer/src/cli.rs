@@ -10,7 +10,8 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
-    Algorithm, BackendSpec, Config, ConfigError, Origin, Overrides, Sources, parse_duration,
+    Algorithm, BackendSpec, CertificateSpec, Config, ConfigError, Origin, Overrides, Sources,
+    parse_duration,
 };
 use crate::sticky::StickyKey;
 
@@ -72,6 +73,22 @@ pub struct Cli {
     /// bind-mounted or ConfigMap file are all followed.
     #[arg(long, env = "BALANCER_WATCH_CONFIG", num_args = 0..=1, default_missing_value = "true")]
     pub watch_config: Option<bool>,
+    /// HTTPS listen address (off unless set); the plain listener then redirects to it.
+    #[arg(long, env = "BALANCER_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for HTTPS; repeatable, paired in order with --tls-key. The
+    /// first is the default. Replaces `tls.certificates` of the config file.
+    #[arg(long = "tls-cert", env = "BALANCER_TLS_CERT", value_name = "FILE")]
+    pub tls_certs: Vec<PathBuf>,
+    /// Private key (PEM) of the --tls-cert at the same position.
+    #[arg(long = "tls-key", env = "BALANCER_TLS_KEY", value_name = "FILE")]
+    pub tls_keys: Vec<PathBuf>,
+    /// Send `Strict-Transport-Security: max-age=...` on HTTPS answers, e.g. 8760h.
+    #[arg(long, env = "BALANCER_TLS_HSTS_MAX_AGE", value_parser = parse_duration)]
+    pub hsts_max_age: Option<Duration>,
+    /// The port redirects to HTTPS name [default: the HTTPS listener's port].
+    #[arg(long, env = "BALANCER_TLS_HTTPS_PORT")]
+    pub https_port: Option<u16>,
     /// BALANCER_ADMIN_TOKEN, read from the environment only (see `parse_recording_sources`).
     #[arg(skip)]
     pub admin_token: Option<crate::admin::auth::AdminToken>,
@@ -88,7 +105,31 @@ fn sticky_key(text: &str) -> Result<StickyKey, std::convert::Infallible> {
 
 /// For each argument that overrides the file: its id, its config-file key, its flag and
 /// its variable.
-const OVERRIDES: [(&str, &str, &str, &str); 12] = [
+const OVERRIDES: [(&str, &str, &str, &str); 16] = [
+    (
+        "tls_listen",
+        "tls.listen",
+        "--tls-listen",
+        "BALANCER_TLS_LISTEN",
+    ),
+    (
+        "tls_certs",
+        "tls.certificates",
+        "--tls-cert",
+        "BALANCER_TLS_CERT",
+    ),
+    (
+        "hsts_max_age",
+        "tls.hsts_max_age",
+        "--hsts-max-age",
+        "BALANCER_TLS_HSTS_MAX_AGE",
+    ),
+    (
+        "https_port",
+        "tls.https_port",
+        "--https-port",
+        "BALANCER_TLS_HTTPS_PORT",
+    ),
     (
         "admin_listen",
         "admin.listen",
@@ -271,6 +312,10 @@ impl Cli {
             ("health_fall", self.health_fall.is_some()),
             ("resolve_interval", self.resolve_interval.is_some()),
             ("admin_listen", self.admin_listen.is_some()),
+            ("tls_listen", self.tls_listen.is_some()),
+            ("tls_certs", !self.tls_certs.is_empty()),
+            ("hsts_max_age", self.hsts_max_age.is_some()),
+            ("https_port", self.https_port.is_some()),
         ] {
             if set {
                 origins.extend(self.origin(id));
@@ -299,6 +344,23 @@ impl Cli {
         } else {
             self.backends
         };
+        if self.tls_certs.len() != self.tls_keys.len() {
+            return Err(ConfigError::Invalid(format!(
+                "--tls-cert / BALANCER_TLS_CERT given {} time(s) but --tls-key / BALANCER_TLS_KEY {}: each certificate needs its key, in the same order",
+                self.tls_certs.len(),
+                self.tls_keys.len()
+            )));
+        }
+        let tls_certificates = self
+            .tls_certs
+            .into_iter()
+            .zip(self.tls_keys)
+            .map(|(cert, key)| CertificateSpec {
+                cert,
+                key,
+                default: false,
+            })
+            .collect();
         let overrides = Overrides {
             listen: self.listen,
             backends,
@@ -313,6 +375,10 @@ impl Cli {
             sticky_key: self.sticky_key,
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
+            tls_listen: self.tls_listen,
+            tls_certificates,
+            tls_hsts_max_age: self.hsts_max_age,
+            tls_https_port: self.https_port,
             origins,
         };
         Ok(Sources {
@@ -413,6 +479,51 @@ mod tests {
             .into_config(Some("hits:8000,weight=x".into()))
             .unwrap_err();
         assert!(error.to_string().contains("BALANCER_BACKENDS"), "{error}");
+    }
+
+    #[test]
+    fn tls_flags_pair_certificates_with_keys_in_order() {
+        let cli = Cli::try_parse_recording_sources([
+            "balancer",
+            "--backend",
+            "a:80",
+            "--tls-listen",
+            "127.0.0.1:8443",
+            "--tls-cert",
+            "a.crt",
+            "--tls-key",
+            "a.key",
+            "--tls-cert",
+            "b.crt",
+            "--tls-key",
+            "b.key",
+            "--hsts-max-age",
+            "1h",
+        ])
+        .unwrap();
+        let config = cli.into_config(None).unwrap();
+        let pairs: Vec<_> = config
+            .tls
+            .certificates
+            .iter()
+            .map(|c| (c.cert.to_str().unwrap(), c.key.to_str().unwrap()))
+            .collect();
+        assert_eq!(pairs, [("a.crt", "a.key"), ("b.crt", "b.key")]);
+        assert_eq!(config.tls.hsts_max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(config.origin_of("tls.certificates[1]"), "flag --tls-cert");
+
+        let cli = Cli::try_parse_recording_sources([
+            "balancer",
+            "--backend",
+            "a:80",
+            "--tls-listen",
+            "127.0.0.1:8443",
+            "--tls-cert",
+            "a.crt",
+        ])
+        .unwrap();
+        let error = cli.into_config(None).unwrap_err().to_string();
+        assert!(error.contains("--tls-key"), "{error}");
     }
 
     #[test]

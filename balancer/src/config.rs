@@ -36,6 +36,7 @@ pub struct Config {
     pub retry: RetryConfig,
     pub forwarding: ForwardingConfig,
     pub admin: AdminConfig,
+    pub tls: TlsConfig,
     /// Where each value that is not a default came from, so errors can say.
     pub origins: Origins,
 }
@@ -111,6 +112,8 @@ pub struct Timeouts {
     pub shutdown_grace: Duration,
     /// How long an unused pooled backend connection is kept.
     pub pool_idle: Duration,
+    /// How long a TLS handshake may take, from the accept.
+    pub tls_handshake: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +122,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_idle_per_backend: usize,
+    /// TLS handshakes in progress at once; a connection beyond it is closed at once.
+    pub max_handshakes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +155,46 @@ pub struct ForwardingConfig {
     /// (`GET http://name/ HTTP/1.1`). Any other absolute-form target is refused, so the
     /// balancer can never be used as a forward proxy.
     pub server_names: Vec<String>,
+}
+
+/// HTTPS termination: off unless `listen` is set. With it on, the plain `listen` address
+/// answers every request with a redirect to HTTPS, except the ACME HTTP-01 challenge path.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: Option<SocketAddr>,
+    /// Certificate chains and their keys (PEM). Each one serves the DNS names of its
+    /// certificate's subject alternative names; the one marked `default` (else the first)
+    /// serves clients that send no server name or one no certificate has.
+    pub certificates: Vec<CertificateSpec>,
+    /// How often the certificate files are checked for a change (a renewal).
+    pub reload_interval: Duration,
+    /// `Strict-Transport-Security: max-age=...` on HTTPS answers; off when `None`.
+    pub hsts_max_age: Option<Duration>,
+    /// The port the redirect's `Location` names; default: the TLS listener's own port
+    /// (set it when a port mapping or another proxy puts HTTPS on another port).
+    pub https_port: Option<u16>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            certificates: Vec::new(),
+            reload_interval: Duration::from_secs(30),
+            hsts_max_age: None,
+            https_port: None,
+        }
+    }
+}
+
+/// One certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub default: bool,
 }
 
 impl Default for Config {
@@ -200,12 +245,14 @@ impl Default for Config {
                 tunnel_idle: Duration::from_secs(300),
                 shutdown_grace: Duration::from_secs(30),
                 pool_idle: Duration::from_secs(60),
+                tls_handshake: Duration::from_secs(10),
             },
             limits: Limits {
                 max_connections: 10_000,
                 max_header_bytes: 64 * 1024,
                 max_headers: 100,
                 max_idle_per_backend: 256,
+                max_handshakes: 1024,
             },
             retry: RetryConfig {
                 idempotent: false,
@@ -215,6 +262,7 @@ impl Default for Config {
             },
             forwarding: ForwardingConfig::default(),
             admin: AdminConfig::default(),
+            tls: TlsConfig::default(),
             origins: Origins::default(),
         }
     }
@@ -277,6 +325,25 @@ impl Origins {
                 );
             }
         }
+    }
+}
+
+/// Records the line of each `[[tls.certificates]]` entry as `tls.certificates[i]`, so an
+/// error about one certificate's files names where that entry was written (an inline
+/// array's entries fall back to the `certificates` key's line, in [`Config::origin_of`]).
+fn record_certificate_lines(origins: &mut Origins, path: &Path, text: &str) {
+    let headers = text.lines().enumerate().filter(|(_, line)| {
+        let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+        compact.starts_with("[[tls.certificates]]")
+    });
+    for (index, (number, _)) in headers.enumerate() {
+        origins.set(
+            format!("tls.certificates[{index}]"),
+            Origin::File {
+                path: path.to_owned(),
+                line: Some(number + 1),
+            },
+        );
     }
 }
 
@@ -381,6 +448,11 @@ pub struct Overrides {
     pub sticky_key: Option<StickyKey>,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<AdminToken>,
+    pub tls_listen: Option<SocketAddr>,
+    /// Replaces the file's certificate list when not empty.
+    pub tls_certificates: Vec<CertificateSpec>,
+    pub tls_hsts_max_age: Option<Duration>,
+    pub tls_https_port: Option<u16>,
     /// Where each value above came from (an environment variable or a flag), by config key.
     pub origins: Vec<(&'static str, Origin)>,
 }
@@ -402,6 +474,14 @@ impl Config {
             let token_file = parsed.admin.token_file.take();
             parsed.apply(&mut config);
             config.origins.record_file(path, &text);
+            record_certificate_lines(&mut config.origins, path, &text);
+            // Relative certificate paths are taken from the config file's directory.
+            if let Some(dir) = path.parent() {
+                for spec in &mut config.tls.certificates {
+                    spec.cert = dir.join(&spec.cert);
+                    spec.key = dir.join(&spec.key);
+                }
+            }
             if let Some(token_file) = token_file {
                 // Read once, at start-up; a relative path is taken from the config file's
                 // directory, where the operator wrote it.
@@ -420,6 +500,17 @@ impl Config {
         overrides.apply(&mut config);
         config.validate()?;
         Ok(config)
+    }
+
+    /// Where the value of `key` was set, in the words an operator will grep for
+    /// (`config file PATH:LINE`, `environment variable NAME`, `flag --NAME`).
+    /// An entry of a list (`tls.certificates[1]`) not recorded on its own is described by
+    /// its list's origin.
+    pub fn origin_of(&self, key: &str) -> String {
+        match (self.origins.get(key), key.split_once('[')) {
+            (Origin::Default, Some((list, _))) => describe(&self.origins.get(list)),
+            (origin, _) => describe(&origin),
+        }
     }
 
     /// The error for a bad value of `key`, naming where that value was set.
@@ -543,6 +634,7 @@ impl Config {
             ));
         }
         self.validate_admin()?;
+        self.validate_tls()?;
         // Every limit and timeout within its bounds, kept with the guards they configure.
         crate::guards::check_bounds(self).map_err(|(key, message)| self.invalid(key, message))?;
         Ok(())
@@ -595,7 +687,8 @@ impl Config {
     }
 
     /// Refuses a reload to `next` that changes what only a restart can: the sockets bound at
-    /// start-up (`listen`, `admin.listen`), the connection limit they are served under, the
+    /// start-up (`listen`, `admin.listen`, `tls`), the connection and handshake limits they
+    /// are served under, the
     /// admin token the listener checks, and the sticky key every backend's cookie value was
     /// derived from. The error names the first such key, where `next` sets it, and says a
     /// restart is needed. Secrets are never shown, not even their change.
@@ -603,7 +696,7 @@ impl Config {
         let shown = |old: &dyn std::fmt::Debug, new: &dyn std::fmt::Debug| {
             format!("changed from {old:?} to {new:?}")
         };
-        let fixed: [(&str, bool, String); 5] = [
+        let fixed: [(&str, bool, String); 8] = [
             (
                 "listen",
                 self.listen != next.listen,
@@ -635,6 +728,23 @@ impl Config {
                 },
                 "changed".to_owned(),
             ),
+            // The HTTPS listener, its certificate files (watched from start-up; a renewed
+            // file is picked up by itself) and its handshake bounds are set up once.
+            (
+                "tls",
+                format!("{:?}", self.tls) != format!("{:?}", next.tls),
+                "changed".to_owned(),
+            ),
+            (
+                "timeouts.tls_handshake",
+                self.timeouts.tls_handshake != next.timeouts.tls_handshake,
+                shown(&self.timeouts.tls_handshake, &next.timeouts.tls_handshake),
+            ),
+            (
+                "limits.max_handshakes",
+                self.limits.max_handshakes != next.limits.max_handshakes,
+                shown(&self.limits.max_handshakes, &next.limits.max_handshakes),
+            ),
         ];
         for (key, changed, how) in fixed {
             if changed {
@@ -649,6 +759,67 @@ impl Config {
                     format_args!("{how}: that needs a restart; the running configuration is kept"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The HTTPS listener's rules: certificates exactly when it is on, one default at most,
+    /// its own address. The files themselves are read (and refused) by `tls::certs` when
+    /// the balancer is built, with the same origins in the errors.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        let Some(listen) = tls.listen else {
+            if !tls.certificates.is_empty() {
+                return Err(self.invalid(
+                    "tls.certificates",
+                    "are set but tls.listen is not: give the HTTPS address (tls.listen, --tls-listen or BALANCER_TLS_LISTEN)",
+                ));
+            }
+            return Ok(());
+        };
+        if tls.certificates.is_empty() {
+            return Err(self.invalid(
+                "tls.listen",
+                "is set but no certificate is: give tls.certificates (or --tls-cert with --tls-key)",
+            ));
+        }
+        if tls.certificates.iter().filter(|c| c.default).count() > 1 {
+            return Err(self.invalid(
+                "tls.certificates",
+                "mark more than one certificate `default = true`: at most one may be",
+            ));
+        }
+        let clash = |other: SocketAddr| {
+            listen.port() != 0
+                && (listen == other
+                    || (listen.port() == other.port()
+                        && (listen.ip().is_unspecified() || other.ip().is_unspecified())))
+        };
+        if clash(self.listen) || self.admin.listen.is_some_and(clash) {
+            return Err(self.invalid(
+                "tls.listen",
+                format_args!(
+                    "is {listen}, an address another listener (listen or admin.listen) uses"
+                ),
+            ));
+        }
+        let interval = tls.reload_interval;
+        if !(Duration::from_millis(10)..=Duration::from_secs(24 * 3600)).contains(&interval) {
+            return Err(self.invalid(
+                "tls.reload_interval",
+                format_args!("is {interval:?}: must be between 10ms and 24h"),
+            ));
+        }
+        if let Some(age) = tls.hsts_max_age
+            && age > Duration::from_secs(2 * 366 * 24 * 3600)
+        {
+            return Err(self.invalid(
+                "tls.hsts_max_age",
+                format_args!("is {age:?}: must be at most two years (17568h)"),
+            ));
+        }
+        if tls.https_port == Some(0) {
+            return Err(self.invalid("tls.https_port", "is 0: must be 1-65535"));
         }
         Ok(())
     }
@@ -703,6 +874,18 @@ impl Overrides {
         }
         if let Some(v) = self.admin_token {
             config.admin.token = Some(v);
+        }
+        if let Some(v) = self.tls_listen {
+            config.tls.listen = Some(v);
+        }
+        if !self.tls_certificates.is_empty() {
+            config.tls.certificates = self.tls_certificates;
+        }
+        if let Some(v) = self.tls_hsts_max_age {
+            config.tls.hsts_max_age = Some(v);
+        }
+        if let Some(v) = self.tls_https_port {
+            config.tls.https_port = Some(v);
         }
         for (key, origin) in self.origins {
             config.origins.set(key, origin);
@@ -948,6 +1131,22 @@ struct FileConfig {
     forwarding: FileForwarding,
     #[serde(default)]
     admin: FileAdmin,
+    #[serde(default)]
+    tls: FileTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    #[serde(default, deserialize_with = "opt_from_str")]
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    certificates: Vec<CertificateSpec>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    reload_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    hsts_max_age: Option<Duration>,
+    https_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1031,6 +1230,8 @@ struct FileTimeouts {
     shutdown_grace: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     pool_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    tls_handshake: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1040,6 +1241,7 @@ struct FileLimits {
     max_header_bytes: Option<usize>,
     max_headers: Option<usize>,
     max_idle_per_backend: Option<usize>,
+    max_handshakes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1119,11 +1321,13 @@ impl FileConfig {
         set(&mut c.timeouts.tunnel_idle, t.tunnel_idle);
         set(&mut c.timeouts.shutdown_grace, t.shutdown_grace);
         set(&mut c.timeouts.pool_idle, t.pool_idle);
+        set(&mut c.timeouts.tls_handshake, t.tls_handshake);
         let l = self.limits;
         set(&mut c.limits.max_connections, l.max_connections);
         set(&mut c.limits.max_header_bytes, l.max_header_bytes);
         set(&mut c.limits.max_headers, l.max_headers);
         set(&mut c.limits.max_idle_per_backend, l.max_idle_per_backend);
+        set(&mut c.limits.max_handshakes, l.max_handshakes);
         let r = self.retry;
         set(&mut c.retry.idempotent, r.idempotent);
         set(&mut c.retry.max_attempts, r.max_attempts);
@@ -1136,6 +1340,14 @@ impl FileConfig {
             c.forwarding.server_names = self.forwarding.server_names;
         }
         set(&mut c.admin.listen, self.admin.listen.map(Some));
+        let tls = self.tls;
+        set(&mut c.tls.listen, tls.listen.map(Some));
+        if !tls.certificates.is_empty() {
+            c.tls.certificates = tls.certificates;
+        }
+        set(&mut c.tls.reload_interval, tls.reload_interval);
+        set(&mut c.tls.hsts_max_age, tls.hsts_max_age.map(Some));
+        set(&mut c.tls.https_port, tls.https_port.map(Some));
     }
 }
 
@@ -1281,6 +1493,14 @@ mod tests {
         let error = base.check_reloadable(&next).unwrap_err().to_string();
         assert!(error.contains("admin.token_file changed"), "{error}");
         assert!(!error.contains("0123456789"), "{error}");
+        let mut next = base.clone();
+        next.tls.hsts_max_age = Some(Duration::from_secs(3600));
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(error.contains("tls changed"), "{error}");
+        let mut next = base.clone();
+        next.limits.max_handshakes = 7;
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(error.contains("limits.max_handshakes changed"), "{error}");
     }
 
     #[test]
@@ -1299,5 +1519,64 @@ mod tests {
             Algorithm::LeastResponseTime
         );
         assert!("fastest".parse::<Algorithm>().is_err());
+    }
+
+    #[test]
+    fn the_tls_section_parses_and_its_errors_name_their_source() {
+        let dir = std::env::temp_dir().join(format!("balancer-tls-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tls.toml");
+        let good = "backends = [\"a:80\"]\n\n[tls]\nlisten = \"127.0.0.1:8443\"\nhsts_max_age = \"8760h\"\nhttps_port = 443\n\n[[tls.certificates]]\ncert = \"site.crt\"\nkey = \"site.key\"\n\n[[tls.certificates]]\ncert = \"/abs/other.crt\"\nkey = \"/abs/other.key\"\ndefault = true\n";
+        std::fs::write(&path, good).unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        let tls = &config.tls;
+        assert_eq!(tls.listen, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(tls.hsts_max_age, Some(Duration::from_secs(8760 * 3600)));
+        assert_eq!(tls.https_port, Some(443));
+        // Relative to the config file; absolute ones as written.
+        assert_eq!(tls.certificates[0].cert, dir.join("site.crt"));
+        assert_eq!(tls.certificates[1].key, PathBuf::from("/abs/other.key"));
+        assert!(tls.certificates[1].default && !tls.certificates[0].default);
+        assert!(
+            config
+                .origin_of("tls.certificates[1]")
+                .ends_with("tls.toml:12")
+        );
+
+        for (text, wanted) in [
+            (
+                "backends = [\"a:80\"]\n[tls]\nlisten = \"127.0.0.1:8443\"\n",
+                ["tls.toml:3", "tls.listen", "no certificate"],
+            ),
+            (
+                "backends = [\"a:80\"]\n[tls]\ncertificates = [{ cert = \"a\", key = \"b\" }]\n",
+                ["tls.toml:3", "tls.certificates", "tls.listen is not"],
+            ),
+            (
+                "backends = [\"a:80\"]\nlisten = \"0.0.0.0:8443\"\n[tls]\nlisten = \"127.0.0.1:8443\"\ncertificates = [{ cert = \"a\", key = \"b\" }]\n",
+                ["tls.toml:4", "tls.listen", "another listener"],
+            ),
+            (
+                "backends = [\"a:80\"]\n[tls]\nlisten = \"127.0.0.1:8443\"\n[[tls.certificates]]\ncert = \"a\"\nchain = \"b\"\n",
+                ["tls.toml", "line 6", "chain"],
+            ),
+            (
+                "backends = [\"a:80\"]\n[tls]\nlisten = \"127.0.0.1:8443\"\nhsts_max_age = \"20000h\"\ncertificates = [{ cert = \"a\", key = \"b\" }]\n",
+                ["tls.toml:4", "tls.hsts_max_age", "two years"],
+            ),
+            (
+                "backends = [\"a:80\"]\n[timeouts]\ntls_handshake = \"0ms\"\n",
+                ["tls.toml:3", "timeouts.tls_handshake", "between"],
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            for part in wanted {
+                assert!(error.contains(part), "{part:?} not in {error:?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

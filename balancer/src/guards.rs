@@ -19,6 +19,8 @@
 //! | `timeouts.tunnel_idle` | `proxy::upgrade` |
 //! | `limits.max_idle_per_backend`, `timeouts.pool_idle` | `pool` |
 //! | response head size and header count | `upstream::response` (constants below) |
+//! | `timeouts.tls_handshake` (from the accept to the end of the handshake) | `server` (the TLS accept) |
+//! | `limits.max_handshakes` (handshakes in progress; one more is closed at once) | `server` (a semaphore permit held until the handshake ends) |
 //!
 //! Guards fail closed: when the framing tap cannot follow a connection any more (a head it
 //! cannot parse, a body framing it does not understand, bytes that arrived while an upgrade
@@ -49,6 +51,7 @@ pub const BACKEND_MAX_HEAD_BYTES: usize = 64 * 1024;
 const HEADER_BYTES: (usize, usize) = (1024, 256 * 1024);
 const MAX_CONNECTIONS: usize = 1_000_000;
 const MAX_IDLE_PER_BACKEND: usize = 100_000;
+const MAX_HANDSHAKES: usize = 1_000_000;
 /// No wait may be zero (it would fire at once) or longer than a day (effectively none,
 /// and far enough to overflow an `Instant` on some platforms).
 const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -109,10 +112,20 @@ pub struct PoolGuards {
     pub idle: Duration,
 }
 
+/// The bounds on a TLS connection before it speaks HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsGuards {
+    /// From the accept to the end of the handshake.
+    pub handshake: Duration,
+    /// Handshakes in progress at once.
+    pub max_handshakes: usize,
+}
+
 /// Every per-connection and per-request bound.
 #[derive(Debug, Clone, Copy)]
 pub struct Guards {
     pub max_connections: usize,
+    pub tls: TlsGuards,
     pub client: ClientGuards,
     pub backend: BackendGuards,
     pub tunnel: TunnelGuards,
@@ -125,6 +138,10 @@ impl Guards {
         let l = &config.limits;
         Self {
             max_connections: l.max_connections,
+            tls: TlsGuards {
+                handshake: t.tls_handshake,
+                max_handshakes: l.max_handshakes,
+            },
             client: ClientGuards {
                 header: t.client_header,
                 keep_alive_idle: t.keep_alive_idle,
@@ -174,6 +191,7 @@ pub(crate) fn check_bounds(config: &Config) -> Result<(), (&'static str, String)
             0,
             MAX_IDLE_PER_BACKEND,
         ),
+        ("limits.max_handshakes", l.max_handshakes, 1, MAX_HANDSHAKES),
     ] {
         if !(low..=high).contains(&value) {
             return Err((name, format!("is {value}: must be {low}-{high}")));
@@ -191,6 +209,7 @@ pub(crate) fn check_bounds(config: &Config) -> Result<(), (&'static str, String)
         ("timeouts.tunnel_idle", t.tunnel_idle),
         ("timeouts.pool_idle", t.pool_idle),
         ("timeouts.shutdown_grace", t.shutdown_grace),
+        ("timeouts.tls_handshake", t.tls_handshake),
     ] {
         if !(SHORTEST_WAIT..=LONGEST_WAIT).contains(&value) {
             return Err((
@@ -217,7 +236,11 @@ mod tests {
     fn defaults_are_within_bounds_and_each_bound_is_enforced_by_name() {
         valid().validate().unwrap();
         type Breaker = fn(&mut Config);
-        let cases: [(&str, Breaker); 6] = [
+        let cases: [(&str, Breaker); 8] = [
+            ("limits.max_handshakes", |c| c.limits.max_handshakes = 0),
+            ("timeouts.tls_handshake", |c| {
+                c.timeouts.tls_handshake = Duration::ZERO
+            }),
             ("limits.max_headers", |c| {
                 c.limits.max_headers = CLIENT_HEADER_SLOTS + 1
             }),

@@ -25,6 +25,7 @@ pub mod selection;
 pub mod server;
 pub mod sticky;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
@@ -46,6 +47,8 @@ use sticky::Sticky;
 #[derive(Debug)]
 pub struct Balancer {
     listener: TcpListener,
+    /// The HTTPS listener and its TLS set-up, when `tls.listen` is set.
+    tls: Option<(TcpListener, tls::Tls)>,
     config: Arc<Config>,
     registry: Arc<Registry>,
     proxy: Arc<Proxy>,
@@ -55,9 +58,9 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// Binds the listener, resolves the backends and starts discovery and health checks.
-    /// It has no sources to read again: its [`Reloader`] refuses every reload (see
-    /// [`Self::build_from`]).
+    /// Binds the listeners, reads the certificates (if TLS is on), resolves the backends
+    /// and starts discovery and health checks. It has no sources to read again: its
+    /// [`Reloader`] refuses every reload (see [`Self::build_from`]).
     pub async fn build(config: Config) -> std::io::Result<Self> {
         Self::build_with(config, None).await
     }
@@ -69,6 +72,12 @@ impl Balancer {
     }
 
     async fn build_with(config: Config, sources: Option<Sources>) -> std::io::Result<Self> {
+        // First: a bad certificate file is a configuration error, reported before anything
+        // is bound or resolved.
+        let tls = match config.tls.listen {
+            Some(_) => Some(tls::Tls::build(&config).map_err(std::io::Error::other)?),
+            None => None,
+        };
         let key = match &config.sticky.key {
             Some(key) => key.clone(),
             None => {
@@ -88,6 +97,15 @@ impl Balancer {
         let config = Arc::new(config);
         let (configs, _) = watch::channel(config.clone());
         let listener = TcpListener::bind(config.listen).await?;
+        let tls = match (tls, config.tls.listen) {
+            (Some(tls), Some(addr)) => {
+                let socket = TcpListener::bind(addr).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("TLS listener {addr}: {e}"))
+                })?;
+                Some((socket, tls))
+            }
+            _ => None,
+        };
         let registry = Arc::new(Registry::default());
         let discovery = Arc::new(Mutex::new(Discovery::new(
             &config,
@@ -95,7 +113,7 @@ impl Balancer {
             sticky.clone(),
         )));
         discovery.lock().await.refresh().await;
-        let background = vec![
+        let mut background = vec![
             Discovery::spawn(discovery.clone()),
             health::passive::spawn(registry.clone(), std::time::Duration::from_millis(500)),
             // Idle until a configuration sets `health.path`.
@@ -107,6 +125,12 @@ impl Balancer {
             let _ =
                 tokio::time::timeout(first, health::active::check_all(&registry, &config.health))
                     .await;
+        }
+        if let Some((_, tls)) = &tls {
+            background.push(tls::certs::spawn_reloader(
+                tls.store.clone(),
+                config.tls.reload_interval,
+            ));
         }
         let stats = Arc::new(metrics::ProxyStats::default());
         let reloads = Arc::new(reload::ReloadStats::default());
@@ -146,10 +170,15 @@ impl Balancer {
             .as_ref()
             .and_then(|a| a.local_addr().ok())
             .map_or_else(|| "off".to_owned(), |a| a.to_string());
-        tracing::info!(listen = %local, admin_listen, algorithm = ?config.algorithm, backends = registry.load().backends.len(),
+        let tls_listen = tls
+            .as_ref()
+            .and_then(|(socket, _)| socket.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(listen = %local, admin_listen, tls_listen, algorithm = ?config.algorithm, backends = registry.load().backends.len(),
             health_checks = config.health.path.is_some(), sticky = config.sticky.enabled, "balancer ready");
         Ok(Self {
             listener,
+            tls,
             config,
             registry,
             proxy,
@@ -192,6 +221,18 @@ impl Balancer {
         self.listener.local_addr()
     }
 
+    /// Where the HTTPS listener is bound, if TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+            .as_ref()
+            .and_then(|(socket, _)| socket.local_addr().ok())
+    }
+
+    /// The certificates being served, if TLS is on.
+    pub fn certificates(&self) -> Option<Arc<tls::certs::CertStore>> {
+        self.tls.as_ref().map(|(_, tls)| tls.store.clone())
+    }
+
     /// The live backend set, for inspection.
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.clone()
@@ -201,6 +242,7 @@ impl Balancer {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         let Self {
             listener,
+            tls,
             config,
             proxy,
             admin,
@@ -208,7 +250,32 @@ impl Balancer {
             ..
         } = self;
         background.extend(admin.map(admin::AdminServer::spawn));
-        server::serve(listener, proxy, config, shutdown).await;
+        let mut listeners = Vec::with_capacity(2);
+        match tls {
+            Some((socket, tls)) => {
+                // With HTTPS on, the plain listener only redirects to it.
+                let port = match config.tls.https_port {
+                    Some(port) => port,
+                    None => socket.local_addr().map_or(443, |a| a.port()),
+                };
+                listeners.push(server::Listener {
+                    socket: listener,
+                    front: server::Front::Redirect(tls::redirect::Redirect::new(
+                        port,
+                        &config.forwarding.server_names,
+                    )),
+                });
+                listeners.push(server::Listener {
+                    socket,
+                    front: server::Front::Tls(tls),
+                });
+            }
+            None => listeners.push(server::Listener {
+                socket: listener,
+                front: server::Front::Plain,
+            }),
+        }
+        server::serve(listeners, proxy, config, shutdown).await;
         for task in background {
             task.abort();
         }

@@ -51,12 +51,27 @@ fn main() -> ExitCode {
     };
     match run(config, sources, watch, threads) {
         Ok(()) => ExitCode::SUCCESS,
+        // A certificate file that cannot be served is a configuration error like any other.
+        Err(error) if certificate_error(&error).is_some() => {
+            let tls = certificate_error(&error).expect("just checked");
+            tracing::error!("invalid configuration: {tls}");
+            eprintln!("balancer: invalid configuration: {tls}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("balancer: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The TLS set-up error inside a start-up failure, if that is what it was.
+fn certificate_error(error: &anyhow::Error) -> Option<&balancer::tls::TlsError> {
+    error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|e| e.get_ref())
+        .and_then(|e| e.downcast_ref::<balancer::tls::TlsError>())
 }
 
 fn run(
@@ -88,7 +103,7 @@ fn run(
         let listen = config.listen;
         let mut balancer = Balancer::build_from(config, sources)
             .await
-            .with_context(|| format!("binding {listen}"))?;
+            .with_context(|| format!("starting the balancer (listen {listen})"))?;
         balancer.reload_on_hangup(hangups);
         if watch {
             let file = balancer.watch_config_file()?;

@@ -1,7 +1,16 @@
-//! The client side: accepts connections, serves HTTP/1.1 with keep-alive under limits and
-//! timeouts, and drains gracefully on shutdown.
+//! The client side: accepts connections on the public listeners (plain HTTP, and HTTPS
+//! when TLS is on), serves HTTP/1.1 with keep-alive under limits and timeouts, and drains
+//! gracefully on shutdown.
+//!
+//! A TLS connection is served by the same code as a plain one once its handshake is done:
+//! the serving is generic over the stream ([`ClientStream`]), so the framing tap, hyper,
+//! idle parking and the drain are one path. The handshake itself is bounded in time
+//! (`timeouts.tls_handshake`) and in number (`limits.max_handshakes`: a connection that
+//! finds every handshake slot taken is closed at once, so a flood of silent clients costs
+//! sockets for at most the handshake timeout and never queues up).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -14,8 +23,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::framing::{Findings, FramingTap};
@@ -23,160 +34,59 @@ use crate::guards::{ClientGuards, Guards};
 use crate::proxy::Proxy;
 use crate::proxy::body::ClientBody;
 use crate::proxy::error::ProxyError;
+use crate::proxy::headers::Scheme;
+use crate::tls::Tls;
+use crate::tls::redirect::Redirect;
 use crate::upstream::BodyError;
 
-/// Serves until `shutdown` completes, then stops accepting and gives in-flight requests
-/// up to the grace period to finish.
-pub async fn serve(
-    listener: TcpListener,
+/// What a listener serves.
+#[derive(Debug, Clone)]
+pub enum Front {
+    /// Plain HTTP, proxied.
+    Plain,
+    /// Plain HTTP answered with a redirect to HTTPS (the ACME challenge path excepted).
+    Redirect(Redirect),
+    /// HTTPS.
+    Tls(Tls),
+}
+
+/// A bound listener and what it serves.
+#[derive(Debug)]
+pub struct Listener {
+    pub socket: TcpListener,
+    pub front: Front,
+}
+
+/// A client's byte stream: a TCP socket, or TLS over one. Idle parking waits on the TCP
+/// socket underneath.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl ClientStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// What every connection of every listener shares.
+struct Shared {
     proxy: Arc<Proxy>,
-    config: Arc<Config>,
-    shutdown: impl Future<Output = ()>,
-) {
-    // The connection limit is the start-up one (a reload refuses to change it); the other
-    // client bounds are read from the policy in force at each accept.
-    let guards = Guards::from_config(&config);
-    let mut client = guards.client;
-    let mut builder = http1_builder(&client);
-    let connections = Arc::new(Semaphore::new(guards.max_connections));
-    let stop = Arc::new(Stop::default());
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        // A reload's client bounds apply from the next connection on.
-        let live = proxy.policy().guards.client;
-        if (live.max_header_bytes, live.max_headers)
-            != (client.max_header_bytes, client.max_headers)
-        {
-            builder = http1_builder(&live);
-        }
-        client = live;
-        let findings = Findings::new();
-        // The permit rides with the socket, so a connection that becomes a tunnel keeps
-        // counting against the limit until the tunnel closes.
-        let io = FramingTap::new(stream, findings.clone(), client).holding(permit);
-        let requests = Arc::new(AtomicU64::new(0));
-        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let proxy = proxy.clone();
-            let index = requests.fetch_add(1, Ordering::Relaxed);
-            let conflicting = findings.is_conflicting(index);
-            let vouched = findings.vouches_for(index);
-            let connect = request.method() == hyper::Method::CONNECT;
-            let findings = findings.clone();
-            async move {
-                let mut response = if conflicting {
-                    tracing::debug!(%peer, "refused a request with both Content-Length and Transfer-Encoding");
-                    ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
-                        .into_response()
-                } else if !vouched {
-                    // The framing checks could not follow the connection this far: refuse
-                    // rather than forward what they did not see.
-                    tracing::debug!(%peer, "refused a request the framing tap could not follow");
-                    ProxyError::BadRequest("request framing could not be followed").into_response()
-                } else {
-                    proxy.handle(peer, request).await
-                };
-                let status = response.status();
-                if status == hyper::StatusCode::SWITCHING_PROTOCOLS
-                    || (connect && status.is_success())
-                {
-                    findings.switched(index);
-                } else if findings.must_close_after(index) {
-                    response.headers_mut().insert(
-                        hyper::header::CONNECTION,
-                        hyper::header::HeaderValue::from_static("close"),
-                    );
-                }
-                Ok::<_, Infallible>(response.map(|body| Answered::new(body, findings)))
-            }
-        });
-        let builder = builder.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut io = io;
-            let mut service = service;
-            loop {
-                // Boxed: while the connection is parked, the task keeps only the tap.
-                let mut connection = Box::new(
-                    builder
-                        .serve_connection(TokioIo::new(io), service)
-                        .with_upgrades(),
-                );
-                let ended = match stop.or(&mut *connection).await {
-                    Some(ended) => ended,
-                    None => {
-                        // Finish the request in progress, then close instead of keeping alive.
-                        Pin::new(&mut *connection).graceful_shutdown();
-                        (&mut *connection).await
-                    }
-                };
-                if let Err(error) = ended {
-                    tracing::debug!(%peer, %error, "client connection ended with an error");
-                    return;
-                }
-                // Upgraded (hyper handed the socket to the tunnel) or closed: done.
-                let Some(parts) = connection.into_parts() else {
-                    return;
-                };
-                let mut tap = parts.io.into_inner();
-                if !tap.take_parked() || !parts.read_buf.is_empty() || stop.requested() {
-                    return;
-                }
-                // Empty, but it still holds hyper's read buffer.
-                drop(parts.read_buf);
-                // Idle: hyper's buffers went with its connection; wait on the bare socket
-                // and start a new one when the next request begins.
-                tap.release_buffers();
-                tracing::trace!(%peer, "idle connection parked");
-                let woke = {
-                    let readable = std::pin::pin!(tokio::time::timeout_at(
-                        tap.idle_deadline(),
-                        tap.get_ref().readable()
-                    ));
-                    matches!(stop.or(readable).await, Some(Ok(Ok(()))))
-                };
-                if !woke {
-                    return;
-                }
-                io = tap;
-                service = parts.service;
-            }
-        });
-    }
-    drop(listener);
-    let grace = proxy.policy().config.timeouts.shutdown_grace;
-    tracing::info!(
-        ?grace,
-        "shutting down: no longer accepting, draining in-flight requests"
-    );
-    let deadline = tokio::time::Instant::now() + grace;
-    stop.request();
-    // Tunnels hold their connection's permit too: this waits for them as well.
-    let all = u32::try_from(guards.max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout_at(deadline, connections.acquire_many(all)).await {
-        Ok(_) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
-    }
-    // Upgraded connections left hyper's hands at their 101: they get what is left of the
-    // same grace period.
-    proxy.tunnels().drain(deadline).await;
+    /// The start-up bounds: the connection and handshake limits (a reload refuses to
+    /// change them), and the client bounds `builder` was made for. Each connection takes
+    /// the client bounds of the policy in force when it is accepted.
+    guards: Guards,
+    builder: http1::Builder,
+    connections: Arc<Semaphore>,
+    handshakes: Arc<Semaphore>,
+    /// Requested when shutdown begins.
+    stop: Stop,
 }
 
 /// The shutdown signal every connection task waits on beside its connection.
@@ -224,10 +134,15 @@ impl Stop {
         })
         .await
     }
+
+    /// Resolves once shutdown has begun (at once if it already has).
+    async fn stopping(&self) {
+        let _ = self.or(std::future::pending::<()>()).await;
+    }
 }
 
 /// hyper's server settings for client connections under `client`'s header limits.
-fn http1_builder(client: &ClientGuards) -> Arc<http1::Builder> {
+fn http1_builder(client: &ClientGuards) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -237,7 +152,280 @@ fn http1_builder(client: &ClientGuards) -> Arc<http1::Builder> {
         .max_header_size(client.max_header_bytes)
         .max_headers(client.max_headers)
         .keep_alive(true);
-    Arc::new(builder)
+    builder
+}
+
+/// Serves until `shutdown` completes, then stops accepting and gives in-flight requests
+/// up to the grace period to finish.
+pub async fn serve(
+    listeners: Vec<Listener>,
+    proxy: Arc<Proxy>,
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let guards = Guards::from_config(&config);
+    let connections = Arc::new(Semaphore::new(guards.max_connections));
+    let shared = Arc::new(Shared {
+        proxy: proxy.clone(),
+        guards,
+        builder: http1_builder(&guards.client),
+        connections: connections.clone(),
+        handshakes: Arc::new(Semaphore::new(guards.tls.max_handshakes)),
+        stop: Stop::default(),
+    });
+    // A set, so the loops (and their listeners) go when this future is dropped.
+    let mut accepting = JoinSet::new();
+    for listener in listeners {
+        accepting.spawn(accept(listener, shared.clone()));
+    }
+    shutdown.await;
+    // The grace period of the configuration in force now, reloads included.
+    let grace = proxy.policy().config.timeouts.shutdown_grace;
+    tracing::info!(
+        ?grace,
+        "shutting down: no longer accepting, draining in-flight requests"
+    );
+    let deadline = tokio::time::Instant::now() + grace;
+    shared.stop.request();
+    // Each loop ends at once on the stop, dropping its listener.
+    while accepting.join_next().await.is_some() {}
+    // Tunnels hold their connection's permit too: this waits for them as well.
+    let all = u32::try_from(guards.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout_at(deadline, connections.acquire_many(all)).await {
+        Ok(_) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    // Upgraded connections left hyper's hands at their 101: they get what is left of the
+    // same grace period.
+    proxy.tunnels().drain(deadline).await;
+}
+
+/// Accepts on one listener until shutdown begins.
+async fn accept(listener: Listener, shared: Arc<Shared>) {
+    let Listener { socket, front } = listener;
+    loop {
+        let permit = tokio::select! {
+            permit = shared.connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            () = shared.stop.stopping() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shared.stop.stopping() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        match &front {
+            Front::Plain => {
+                tokio::spawn(serve_connection(stream, peer, permit, shared.clone(), None));
+            }
+            Front::Redirect(redirect) => {
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    permit,
+                    shared.clone(),
+                    Some(Answering::Redirect(redirect.clone())),
+                ));
+            }
+            Front::Tls(tls) => {
+                // Taken here, in accept order, so a full house is decided before the
+                // connection costs a task.
+                let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "TLS handshake limit reached: connection closed");
+                    continue;
+                };
+                tokio::spawn(handshake_then_serve(
+                    stream,
+                    peer,
+                    permit,
+                    handshake,
+                    tls.clone(),
+                    shared.clone(),
+                ));
+            }
+        }
+    }
+}
+
+/// Completes the TLS handshake within `timeouts.tls_handshake`, then serves the
+/// connection; the handshake slot is given back as soon as the handshake ends.
+async fn handshake_then_serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    handshake: OwnedSemaphorePermit,
+    tls: Tls,
+    shared: Arc<Shared>,
+) {
+    let handshaking = std::pin::pin!(tokio::time::timeout(
+        shared.guards.tls.handshake,
+        tls.acceptor.accept(stream)
+    ));
+    let Some(accepted) = shared.stop.or(handshaking).await else {
+        return;
+    };
+    drop(handshake);
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake not completed in time: connection closed");
+            return;
+        }
+    };
+    let answering = Answering::Tls { hsts: tls.hsts };
+    serve_connection(stream, peer, permit, shared, Some(answering)).await;
+}
+
+/// What a connection does besides proxying.
+#[derive(Clone)]
+enum Answering {
+    /// Plain HTTP with TLS on: redirect.
+    Redirect(Redirect),
+    /// Over TLS: tell the backend, and add HSTS if configured.
+    Tls {
+        hsts: Option<hyper::header::HeaderValue>,
+    },
+}
+
+/// Serves HTTP/1.1 on one client connection until it closes, parking it while idle.
+async fn serve_connection<S: ClientStream>(
+    stream: S,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    answering: Option<Answering>,
+) {
+    let proxy = shared.proxy.clone();
+    // A reload's client bounds apply from the next connection on; hyper's settings are
+    // made again only if its header limits changed.
+    let client = proxy.policy().guards.client;
+    let start_up = shared.guards.client;
+    let reloaded;
+    let builder = if (client.max_header_bytes, client.max_headers)
+        == (start_up.max_header_bytes, start_up.max_headers)
+    {
+        &shared.builder
+    } else {
+        reloaded = http1_builder(&client);
+        &reloaded
+    };
+    let findings = Findings::new();
+    // The permit rides with the socket, so a connection that becomes a tunnel keeps
+    // counting against the limit until the tunnel closes.
+    let mut io = FramingTap::new(stream, findings.clone(), client).holding(permit);
+    let requests = Arc::new(AtomicU64::new(0));
+    let mut service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let proxy = proxy.clone();
+        let index = requests.fetch_add(1, Ordering::Relaxed);
+        let conflicting = findings.is_conflicting(index);
+        let vouched = findings.vouches_for(index);
+        let connect = request.method() == hyper::Method::CONNECT;
+        let findings = findings.clone();
+        let answering = answering.clone();
+        async move {
+            let redirected = match &answering {
+                Some(Answering::Redirect(redirect)) if vouched && !conflicting => {
+                    redirect.answer(&request)
+                }
+                Some(Answering::Tls { .. }) => {
+                    request.extensions_mut().insert(Scheme::Https);
+                    None
+                }
+                _ => None,
+            };
+            let mut response = if conflicting {
+                tracing::debug!(%peer, "refused a request with both Content-Length and Transfer-Encoding");
+                ProxyError::BadRequest("both Content-Length and Transfer-Encoding").into_response()
+            } else if !vouched {
+                // The framing checks could not follow the connection this far: refuse
+                // rather than forward what they did not see.
+                tracing::debug!(%peer, "refused a request the framing tap could not follow");
+                ProxyError::BadRequest("request framing could not be followed").into_response()
+            } else if let Some(redirect) = redirected {
+                redirect
+            } else {
+                proxy.handle(peer, request).await
+            };
+            if let Some(Answering::Tls { hsts: Some(hsts) }) = &answering {
+                // The app's own policy, if it sends one, is kept.
+                response
+                    .headers_mut()
+                    .entry(hyper::header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert_with(|| hsts.clone());
+            }
+            let status = response.status();
+            if status == hyper::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success())
+            {
+                findings.switched(index);
+            } else if findings.must_close_after(index) {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(response.map(|body| Answered::new(body, findings)))
+        }
+    });
+    let stop = &shared.stop;
+    loop {
+        // Boxed: while the connection is parked, the task keeps only the tap.
+        let mut connection = Box::new(
+            builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        let ended = match stop.or(&mut *connection).await {
+            Some(ended) => ended,
+            None => {
+                // Finish the request in progress, then close instead of keeping alive.
+                Pin::new(&mut *connection).graceful_shutdown();
+                (&mut *connection).await
+            }
+        };
+        if let Err(error) = ended {
+            tracing::debug!(%peer, %error, "client connection ended with an error");
+            return;
+        }
+        // Upgraded (hyper handed the socket to the tunnel) or closed: done.
+        let Some(parts) = connection.into_parts() else {
+            return;
+        };
+        let mut tap = parts.io.into_inner();
+        if !tap.take_parked() || !parts.read_buf.is_empty() || stop.requested() {
+            return;
+        }
+        // Empty, but it still holds hyper's read buffer.
+        drop(parts.read_buf);
+        // Idle: hyper's buffers went with its connection; wait on the bare socket and
+        // start a new one when the next request begins. Over TLS the socket is the one
+        // under the TLS session: the tap only parks after a read found nothing, so no
+        // decrypted bytes wait inside the session.
+        tap.release_buffers();
+        tracing::trace!(%peer, "idle connection parked");
+        let woke = {
+            let readable = std::pin::pin!(tokio::time::timeout_at(
+                tap.idle_deadline(),
+                tap.get_ref().tcp().readable()
+            ));
+            matches!(stop.or(readable).await, Some(Ok(Ok(()))))
+        };
+        if !woke {
+            return;
+        }
+        io = tap;
+        service = parts.service;
+    }
 }
 
 /// A response body that tells the framing tap when its exchange is over (its last frame

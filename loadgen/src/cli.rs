@@ -85,6 +85,11 @@ pub struct Opts {
     #[arg(long, env = "LOADGEN_HTTP2", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub http2: bool,
 
+    /// Trust the CA certificates in this PEM file for https:// targets, instead of the
+    /// built-in roots (as curl's --cacert): for a site with a private or test CA.
+    #[arg(long, value_name = "FILE", env = "LOADGEN_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
+
     /// Tokio worker threads (default: all cores).
     #[arg(long, env = "LOADGEN_THREADS")]
     pub threads: Option<usize>,

@@ -25,6 +25,14 @@ pub fn build(config: &RunConfig, cookies: bool) -> Result<Client, reqwest::Error
     } else {
         builder.pool_max_idle_per_host(0)
     };
+    #[cfg(feature = "https")]
+    if let Some(pem) = &config.ca_certs {
+        // Checked when the options were read.
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
     builder = if config.http2 {
         builder.http2_prior_knowledge()
     } else {

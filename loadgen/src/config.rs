@@ -21,6 +21,8 @@ pub enum ConfigError {
     Url { url: String, reason: String },
     #[error("{flag}: {reason}")]
     Invalid { flag: &'static str, reason: String },
+    #[error("--cacert: `{path}`: {reason}")]
+    CaCert { path: String, reason: String },
     #[error("--body: cannot read `{path}`: {source}")]
     BodyFile {
         path: String,
@@ -74,6 +76,9 @@ pub struct RunConfig {
     pub keepalive: bool,
     pub http2: bool,
     pub live_view: bool,
+    /// `--cacert`: the PEM bytes of the CA certificates https:// targets are verified
+    /// against, instead of the built-in roots (checked to parse when read).
+    pub ca_certs: Option<Vec<u8>>,
 }
 
 impl RunConfig {
@@ -109,6 +114,11 @@ impl RunConfig {
                 }
                 None => Bytes::copy_from_slice(text.as_bytes()),
             }),
+        };
+
+        let ca_certs = match &opts.cacert {
+            None => None,
+            Some(path) => Some(read_ca_certs(path)?),
         };
 
         if opts.connections == 0 || opts.connections > MAX_CONNECTIONS {
@@ -201,6 +211,7 @@ impl RunConfig {
             keepalive: !opts.no_keepalive,
             http2: opts.http2,
             live_view: !opts.quiet,
+            ca_certs,
         })
     }
 
@@ -211,6 +222,29 @@ impl RunConfig {
             None => self.connections,
         }
     }
+}
+
+/// Reads `--cacert` and checks that it holds at least one certificate reqwest accepts.
+fn read_ca_certs(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let fail = |reason: String| ConfigError::CaCert {
+        path: path.display().to_string(),
+        reason,
+    };
+    if !cfg!(feature = "https") {
+        return Err(fail(
+            "needs loadgen built with `--features https`".to_owned(),
+        ));
+    }
+    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    #[cfg(feature = "https")]
+    {
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| fail(format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(fail("holds no CERTIFICATE block".to_owned()));
+        }
+    }
+    Ok(pem)
 }
 
 fn parse_url(text: &str) -> Result<Url, ConfigError> {

@@ -108,12 +108,41 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Sets X-Forwarded-For/Proto/Host and X-Real-IP for a request from `peer`.
+/// How the client reached the balancer: the X-Forwarded-Proto the backend is told when the
+/// peer is not a trusted proxy. The server puts it in the request's extensions for TLS
+/// connections; a request without one came over plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        })
+    }
+}
+
+/// Sets X-Forwarded-For/Proto/Host and X-Real-IP for a request from `peer` over plain HTTP.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[Cidr]) {
+    set_forwarded_as(headers, peer, trusted, Scheme::Http);
+}
+
+/// Sets X-Forwarded-For/Proto/Host and X-Real-IP for a request from `peer` that arrived
+/// over `scheme`.
 ///
 /// From a trusted proxy the existing chain is extended and the client is the right-most
 /// address that is not itself a trusted proxy; from anyone else incoming values are
 /// dropped, since a client could write anything there.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[Cidr]) {
+pub fn set_forwarded_as(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    trusted: &[Cidr],
+    scheme: Scheme,
+) {
     let peer_ip = canonical(peer.ip());
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     let peer_trusted = is_trusted(peer_ip);
@@ -134,7 +163,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[Cidr]
         let client = ip_value(peer_ip);
         headers.insert(&X_FORWARDED_FOR, client.clone());
         headers.insert(&X_REAL_IP, client);
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(&X_FORWARDED_PROTO, scheme.header_value());
         if let Some(host) = host {
             headers.insert(&X_FORWARDED_HOST, host);
         }
@@ -169,7 +198,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[Cidr]
         .get(&X_FORWARDED_PROTO)
         .filter(|_| peer_trusted)
         .cloned()
-        .unwrap_or(HeaderValue::from_static("http"));
+        .unwrap_or_else(|| scheme.header_value());
     let forwarded_host = headers
         .get(&X_FORWARDED_HOST)
         .filter(|_| peer_trusted)

@@ -206,10 +206,16 @@ impl Proxy {
             .as_ref()
             .and_then(|s| s.requested(&head.headers));
         headers::remove_hop_by_hop(&mut head.headers, upgrade);
-        headers::set_forwarded(
+        let scheme = parts
+            .extensions
+            .get::<headers::Scheme>()
+            .copied()
+            .unwrap_or(headers::Scheme::Http);
+        headers::set_forwarded_as(
             &mut head.headers,
             peer,
             &policy.config.forwarding.trusted_proxies,
+            scheme,
         );
         if let Some(sticky) = &policy.sticky {
             sticky.strip(&mut head.headers);

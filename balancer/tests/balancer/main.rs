@@ -15,3 +15,4 @@ mod metrics;
 mod proxying;
 mod reload;
 mod sticky;
+mod tls;

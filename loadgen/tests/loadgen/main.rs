@@ -6,5 +6,6 @@ mod errors;
 mod grouping;
 mod helpers;
 mod http1;
+mod https;
 mod rate;
 mod sessions;

@@ -1,0 +1,110 @@
+//! loadgen's https:// path (reqwest with rustls) against the balancer's own TLS listener,
+//! in-process on loopback, with a test CA made at test time and given by `--cacert`.
+
+use balancer::Balancer;
+use balancer::config::{CertificateSpec, Config};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tokio::sync::oneshot;
+
+use crate::helpers::{instance, run_loadgen, spawn_server};
+
+/// A test CA's certificate file and a server certificate it signed for 127.0.0.1.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    server: CertificateSpec,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let server = CertificateSpec {
+        cert: dir.path().join("server.crt"),
+        key: dir.path().join("server.key"),
+        default: true,
+    };
+    std::fs::write(&server.cert, cert.pem()).unwrap();
+    std::fs::write(&server.key, key.serialize_pem()).unwrap();
+    let ca_path = dir.path().join("ca.crt");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    Pki {
+        dir,
+        ca: ca_path,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_runs_through_the_balancers_tls_listener_verified_against_the_given_ca() {
+    let backend = spawn_server(instance("behind-tls")).await;
+    let pki = pki();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        backends: vec![backend.addr.to_string().parse().unwrap()],
+        ..Config::default()
+    };
+    config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.tls.certificates = vec![pki.server.clone()];
+    config.validate().unwrap();
+    let balancer = Balancer::build(config).await.unwrap();
+    let url = format!("https://127.0.0.1:{}/", balancer.tls_addr().unwrap().port());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(balancer.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    let ca = pki.ca.display().to_string();
+    let report = run_loadgen(&["-c", "4", "-n", "200", "--cacert", &ca, &url]).await;
+    assert_eq!(report.run.transport, "reqwest");
+    assert_eq!(report.requests, 200);
+    assert_eq!(report.status.get("200"), Some(&200), "{:?}", report.errors);
+    assert_eq!(report.groups.get("behind-tls"), Some(&200));
+    assert_eq!(backend.requests(), 200);
+    // The balancer told the backend the request came over TLS.
+    assert!(
+        backend
+            .last_request()
+            .to_ascii_lowercase()
+            .contains("x-forwarded-proto: https"),
+        "{}",
+        backend.last_request()
+    );
+
+    // Without the CA the certificate is not trusted: every request fails, none is answered.
+    let report = run_loadgen(&["-c", "2", "-n", "10", "--timeout", "5s", &url]).await;
+    assert_eq!(report.requests, 10);
+    assert_eq!(report.responses, 0);
+    assert_eq!(report.failures, 10);
+    assert_eq!(backend.requests(), 200);
+    task.abort();
+    drop(pki.dir);
+}
+
+#[test]
+fn a_cacert_file_without_certificates_is_refused_naming_it() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.pem");
+    std::fs::write(&path, "not a certificate\n").unwrap();
+    let opts = loadgen::Opts::try_parse_from([
+        "loadgen",
+        "--cacert",
+        path.to_str().unwrap(),
+        "https://127.0.0.1:1/",
+    ])
+    .unwrap();
+    let error = loadgen::RunConfig::from_opts(&opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("--cacert") && error.contains("empty.pem"),
+        "{error}"
+    );
+}
