@@ -10,7 +10,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
-    Algorithm, BackendSpec, Config, ConfigError, Origin, Overrides, parse_duration,
+    Algorithm, BackendSpec, Config, ConfigError, Mode, Origin, Overrides, parse_duration,
 };
 use crate::sticky::StickyKey;
 
@@ -25,6 +25,10 @@ pub struct Cli {
     /// Address to listen on [default: 0.0.0.0:8080].
     #[arg(long, env = "BALANCER_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
+    /// http (layer 7, the default) or tcp (layer 4: each connection's bytes go to one
+    /// backend unread; TLS passes through).
+    #[arg(long, env = "BALANCER_MODE")]
+    pub mode: Option<Mode>,
     /// Backend `HOST:PORT[,weight=N]`; repeatable. A DNS name stands for all its addresses.
     /// Environment: BALANCER_BACKENDS, whitespace-separated.
     #[arg(long = "backend", value_name = "HOST:PORT[,weight=N]")]
@@ -83,7 +87,8 @@ fn sticky_key(text: &str) -> Result<StickyKey, std::convert::Infallible> {
 
 /// For each argument that overrides the file: its id, its config-file key, its flag and
 /// its variable.
-const OVERRIDES: [(&str, &str, &str, &str); 12] = [
+const OVERRIDES: [(&str, &str, &str, &str); 13] = [
+    ("mode", "mode", "--mode", "BALANCER_MODE"),
     (
         "admin_listen",
         "admin.listen",
@@ -233,6 +238,7 @@ impl Cli {
         let mut origins = Vec::new();
         for (id, set) in [
             ("listen", self.listen.is_some()),
+            ("mode", self.mode.is_some()),
             ("algorithm", self.algorithm.is_some()),
             ("sticky", self.sticky.is_some()),
             ("sticky_key", self.sticky_key.is_some()),
@@ -273,6 +279,7 @@ impl Cli {
         };
         let overrides = Overrides {
             listen: self.listen,
+            mode: self.mode,
             backends,
             algorithm: self.algorithm,
             sticky: self.sticky,

@@ -23,6 +23,8 @@ use crate::sticky::{MIN_KEY_BYTES, StickyKey};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// What the listener speaks: HTTP (layer 7) or bytes (layer 4).
+    pub mode: Mode,
     pub backends: Vec<BackendSpec>,
     pub algorithm: Algorithm,
     /// When every backend is down: `false` answers 503, `true` tries them anyway.
@@ -156,6 +158,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            mode: Mode::Http,
             backends: Vec::new(),
             algorithm: Algorithm::RoundRobin,
             fail_open: false,
@@ -353,6 +356,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
+    pub mode: Option<Mode>,
     pub backends: Vec<BackendSpec>,
     pub algorithm: Option<Algorithm>,
     pub sticky: Option<bool>,
@@ -527,6 +531,18 @@ impl Config {
             ));
         }
         self.validate_admin()?;
+        if self.mode == Mode::Tcp && self.sticky.enabled {
+            // Named after the sticky setting when the operator set it, else after the mode.
+            let key = if self.origins.get("sticky.enabled") == Origin::Default {
+                "mode"
+            } else {
+                "sticky.enabled"
+            };
+            return Err(self.invalid(
+                key,
+                "asks for sticky cookies with mode = \"tcp\": a layer-4 listener never reads the requests (use algorithm = \"ip-hash\" to keep a client on one backend)",
+            ));
+        }
         // Every limit and timeout within its bounds, kept with the guards they configure.
         crate::guards::check_bounds(self).map_err(|(key, message)| self.invalid(key, message))?;
         Ok(())
@@ -592,6 +608,9 @@ impl Overrides {
     fn apply(self, config: &mut Config) {
         if let Some(v) = self.listen {
             config.listen = v;
+        }
+        if let Some(v) = self.mode {
+            config.mode = v;
         }
         if !self.backends.is_empty() {
             config.backends = self.backends;
@@ -705,6 +724,26 @@ impl FromStr for BackendSpec {
             port,
             weight,
         })
+    }
+}
+
+/// What the public listener does with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Layer 7: HTTP/1.1 requests, each balanced on its own (`server`, `proxy`).
+    Http,
+    /// Layer 4: each connection goes to one backend and its bytes are copied both ways
+    /// unread (`l4`); TLS passes through untouched.
+    Tcp,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+            .map_err(|_| format!("unknown mode {s:?}; expected http or tcp"))
     }
 }
 
@@ -851,6 +890,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 struct FileConfig {
     #[serde(default, deserialize_with = "opt_from_str")]
     listen: Option<SocketAddr>,
+    mode: Option<Mode>,
     #[serde(default, deserialize_with = "vec_from_str")]
     backends: Vec<BackendSpec>,
     algorithm: Option<Algorithm>,
@@ -994,6 +1034,7 @@ fn set<T>(target: &mut T, value: Option<T>) {
 impl FileConfig {
     fn apply(self, c: &mut Config) {
         set(&mut c.listen, self.listen);
+        set(&mut c.mode, self.mode);
         if !self.backends.is_empty() {
             c.backends = self.backends;
         }

@@ -15,6 +15,7 @@ pub mod framing;
 mod framing_proptests;
 pub mod guards;
 pub mod health;
+pub mod l4;
 pub mod metrics;
 #[cfg(test)]
 mod mutations;
@@ -24,6 +25,7 @@ pub mod selection;
 pub mod server;
 pub mod sticky;
 pub mod telemetry;
+pub mod tunnel;
 pub mod upstream;
 
 use std::future::Future;
@@ -78,7 +80,7 @@ impl Balancer {
             discovery.spawn(config.discovery.resolve_interval),
             health::passive::spawn(registry.clone(), std::time::Duration::from_millis(500)),
         ];
-        if config.health.path.is_some() {
+        if health::active::enabled(&config) {
             // A first round before serving, so a healthy stack answers from the start.
             let first = health::active::first_round_budget(&config.health);
             let _ =
@@ -119,8 +121,8 @@ impl Balancer {
             .as_ref()
             .and_then(|a| a.local_addr().ok())
             .map_or_else(|| "off".to_owned(), |a| a.to_string());
-        tracing::info!(listen = %local, admin_listen, algorithm = ?config.algorithm, backends = registry.load().backends.len(),
-            health_checks = config.health.path.is_some(), sticky = config.sticky.enabled, "balancer ready");
+        tracing::info!(listen = %local, mode = ?config.mode, admin_listen, algorithm = ?config.algorithm, backends = registry.load().backends.len(),
+            health_checks = health::active::enabled(&config), sticky = config.sticky.enabled, "balancer ready");
         Ok(Self {
             listener,
             config,
@@ -150,13 +152,20 @@ impl Balancer {
         let Self {
             listener,
             config,
+            registry,
             proxy,
             admin,
             mut background,
-            ..
         } = self;
         background.extend(admin.map(admin::AdminServer::spawn));
-        server::serve(listener, proxy, config, shutdown).await;
+        match config.mode {
+            config::Mode::Http => server::serve(listener, proxy, config, shutdown).await,
+            config::Mode::Tcp => {
+                let selector = selection::for_algorithm(config.algorithm);
+                let layer4 = Arc::new(l4::Layer4::new(config, registry, selector));
+                l4::serve(listener, layer4, shutdown).await;
+            }
+        }
         for task in background {
             task.abort();
         }

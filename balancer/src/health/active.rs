@@ -1,5 +1,5 @@
 //! Active health checks: every interval, a `GET <path>` to each backend on a fresh
-//! connection. `rise` passes in a row bring a backend up, `fall` failures take it down
+//! connection (in `mode = "tcp"` without a path: a TCP connect). `rise` passes in a row bring a backend up, `fall` failures take it down
 //! (HAProxy's model); a backend still pending goes up on its first pass.
 
 use std::sync::Arc;
@@ -12,6 +12,12 @@ use crate::backend::{Backend, Health, Registry};
 use crate::config::HealthConfig;
 use crate::guards::BackendGuards;
 use crate::upstream::{self, Connection, Outcome, RequestBody};
+
+/// Whether active checks run: with a path, or in layer-4 mode (where a connect is the
+/// check, for backends that may not speak HTTP).
+pub fn enabled(config: &crate::config::Config) -> bool {
+    config.health.path.is_some() || config.mode == crate::config::Mode::Tcp
+}
 
 pub fn spawn(registry: Arc<Registry>, config: HealthConfig) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -42,7 +48,19 @@ pub async fn check_all(registry: &Registry, config: &HealthConfig) {
 }
 
 async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
-    let path = config.path.as_deref().unwrap_or("/");
+    let Some(path) = config.path.as_deref() else {
+        // Layer 4: accepting a connection is all a backend is asked.
+        return match tokio::time::timeout(
+            config.timeout,
+            tokio::net::TcpStream::connect(backend.addr),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("connect failed: {error}")),
+            Err(_) => Err(format!("connect timed out after {:?}", config.timeout)),
+        };
+    };
     let uri: Uri = path.parse().map_err(|e| format!("path {path:?}: {e}"))?;
     let mut headers = HeaderMap::new();
     headers.insert(
