@@ -10,7 +10,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
-    Algorithm, BackendSpec, CertificateSpec, Config, ConfigError, Origin, Overrides, Sources,
+    Algorithm, BackendSpec, CertificateSpec, Config, ConfigError, Mode, Origin, Overrides, Sources,
     parse_duration,
 };
 use crate::sticky::StickyKey;
@@ -26,6 +26,10 @@ pub struct Cli {
     /// Address to listen on [default: 0.0.0.0:8080].
     #[arg(long, env = "BALANCER_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
+    /// http (layer 7, the default) or tcp (layer 4: each connection's bytes go to one
+    /// backend unread; TLS passes through).
+    #[arg(long, env = "BALANCER_MODE")]
+    pub mode: Option<Mode>,
     /// Backend `HOST:PORT[,weight=N]`; repeatable. A DNS name stands for all its addresses.
     /// Environment: BALANCER_BACKENDS, whitespace-separated.
     #[arg(long = "backend", value_name = "HOST:PORT[,weight=N]")]
@@ -105,7 +109,8 @@ fn sticky_key(text: &str) -> Result<StickyKey, std::convert::Infallible> {
 
 /// For each argument that overrides the file: its id, its config-file key, its flag and
 /// its variable.
-const OVERRIDES: [(&str, &str, &str, &str); 16] = [
+const OVERRIDES: [(&str, &str, &str, &str); 17] = [
+    ("mode", "mode", "--mode", "BALANCER_MODE"),
     (
         "tls_listen",
         "tls.listen",
@@ -302,6 +307,7 @@ impl Cli {
         let mut origins = Vec::new();
         for (id, set) in [
             ("listen", self.listen.is_some()),
+            ("mode", self.mode.is_some()),
             ("algorithm", self.algorithm.is_some()),
             ("sticky", self.sticky.is_some()),
             ("sticky_key", self.sticky_key.is_some()),
@@ -363,6 +369,7 @@ impl Cli {
             .collect();
         let overrides = Overrides {
             listen: self.listen,
+            mode: self.mode,
             backends,
             algorithm: self.algorithm,
             sticky: self.sticky,

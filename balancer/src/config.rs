@@ -23,6 +23,8 @@ use crate::sticky::{MIN_KEY_BYTES, StickyKey};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// What the listener speaks: HTTP (layer 7) or bytes (layer 4).
+    pub mode: Mode,
     pub backends: Vec<BackendSpec>,
     pub algorithm: Algorithm,
     /// When every backend is down: `false` answers 503, `true` tries them anyway.
@@ -201,6 +203,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            mode: Mode::Http,
             backends: Vec::new(),
             algorithm: Algorithm::RoundRobin,
             fail_open: false,
@@ -436,6 +439,7 @@ impl Sources {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
+    pub mode: Option<Mode>,
     pub backends: Vec<BackendSpec>,
     pub algorithm: Option<Algorithm>,
     pub sticky: Option<bool>,
@@ -634,6 +638,25 @@ impl Config {
             ));
         }
         self.validate_admin()?;
+        if self.mode == Mode::Tcp && self.sticky.enabled {
+            // Named after the sticky setting when the operator set it, else after the mode.
+            let key = if self.origins.get("sticky.enabled") == Origin::Default {
+                "mode"
+            } else {
+                "sticky.enabled"
+            };
+            return Err(self.invalid(
+                key,
+                "asks for sticky cookies with mode = \"tcp\": a layer-4 listener never reads the requests (use algorithm = \"ip-hash\" to keep a client on one backend)",
+            ));
+        }
+        if self.mode == Mode::Tcp && self.tls.listen.is_some() {
+            let key = self.set_one_of("mode", "tls.listen");
+            return Err(self.invalid(
+                key,
+                "asks for TLS termination with mode = \"tcp\": a layer-4 listener passes TLS through to the backends untouched (terminate TLS with mode = \"http\")",
+            ));
+        }
         self.validate_tls()?;
         // Every limit and timeout within its bounds, kept with the guards they configure.
         crate::guards::check_bounds(self).map_err(|(key, message)| self.invalid(key, message))?;
@@ -696,11 +719,17 @@ impl Config {
         let shown = |old: &dyn std::fmt::Debug, new: &dyn std::fmt::Debug| {
             format!("changed from {old:?} to {new:?}")
         };
-        let fixed: [(&str, bool, String); 8] = [
+        let fixed: [(&str, bool, String); 9] = [
             (
                 "listen",
                 self.listen != next.listen,
                 shown(&self.listen, &next.listen),
+            ),
+            // What the public listener speaks is chosen when it starts serving.
+            (
+                "mode",
+                self.mode != next.mode,
+                shown(&self.mode, &next.mode),
             ),
             (
                 "admin.listen",
@@ -839,6 +868,9 @@ impl Overrides {
         if let Some(v) = self.listen {
             config.listen = v;
         }
+        if let Some(v) = self.mode {
+            config.mode = v;
+        }
         if !self.backends.is_empty() {
             config.backends = self.backends;
         }
@@ -963,6 +995,26 @@ impl FromStr for BackendSpec {
             port,
             weight,
         })
+    }
+}
+
+/// What the public listener does with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Layer 7: HTTP/1.1 requests, each balanced on its own (`server`, `proxy`).
+    Http,
+    /// Layer 4: each connection goes to one backend and its bytes are copied both ways
+    /// unread (`l4`); TLS passes through untouched.
+    Tcp,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+            .map_err(|_| format!("unknown mode {s:?}; expected http or tcp"))
     }
 }
 
@@ -1109,6 +1161,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 struct FileConfig {
     #[serde(default, deserialize_with = "opt_from_str")]
     listen: Option<SocketAddr>,
+    mode: Option<Mode>,
     #[serde(default, deserialize_with = "vec_from_str")]
     backends: Vec<BackendSpec>,
     algorithm: Option<Algorithm>,
@@ -1271,6 +1324,7 @@ fn set<T>(target: &mut T, value: Option<T>) {
 impl FileConfig {
     fn apply(self, c: &mut Config) {
         set(&mut c.listen, self.listen);
+        set(&mut c.mode, self.mode);
         if !self.backends.is_empty() {
             c.backends = self.backends;
         }
@@ -1501,6 +1555,10 @@ mod tests {
         next.limits.max_handshakes = 7;
         let error = base.check_reloadable(&next).unwrap_err().to_string();
         assert!(error.contains("limits.max_handshakes changed"), "{error}");
+        let mut next = base.clone();
+        next.mode = Mode::Tcp;
+        let error = base.check_reloadable(&next).unwrap_err().to_string();
+        assert!(error.contains("mode changed from Http to Tcp"), "{error}");
     }
 
     #[test]

@@ -8,15 +8,15 @@
 //!
 //! | bound | enforced by |
 //! |---|---|
-//! | `limits.max_connections` (client connections and the tunnels they became) | `server` (a semaphore permit held by the connection's I/O until it is dropped) |
+//! | `limits.max_connections` (client connections and the tunnels they became) | `server` (a semaphore permit held by the connection's I/O until it is dropped); `l4` (a permit per connection task) |
 //! | `limits.max_header_bytes`, `limits.max_headers` | hyper's parser (431) and the `framing` tap |
 //! | `timeouts.client_header` (a head from its first byte), `keep_alive_idle` | `framing` tap |
 //! | `timeouts.client_write` (a client that stopped reading) | `framing` tap, write side; the switch after a 101 |
 //! | `timeouts.client_body` (idle between request body reads) | `upstream::request` (408) |
-//! | `timeouts.connect` | `upstream::connection` |
+//! | `timeouts.connect` | `upstream::connection`; `l4` |
 //! | `timeouts.response_header` (from the request's last byte) | `upstream::exchange` |
 //! | `timeouts.backend_body` (idle either way on a backend body) | `upstream::request`, `upstream::body` |
-//! | `timeouts.tunnel_idle` | `proxy::upgrade` |
+//! | `timeouts.tunnel_idle` (nothing moved either way) | `tunnel`, for `proxy::upgrade` and every `l4` connection |
 //! | `limits.max_idle_per_backend`, `timeouts.pool_idle` | `pool` |
 //! | response head size and header count | `upstream::response` (constants below) |
 //! | `timeouts.tls_handshake` (from the accept to the end of the handshake) | `server` (the TLS accept) |

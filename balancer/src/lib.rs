@@ -15,6 +15,7 @@ pub mod framing;
 mod framing_proptests;
 pub mod guards;
 pub mod health;
+pub mod l4;
 pub mod metrics;
 #[cfg(test)]
 mod mutations;
@@ -26,6 +27,7 @@ pub mod server;
 pub mod sticky;
 pub mod telemetry;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 use std::future::Future;
@@ -119,7 +121,7 @@ impl Balancer {
             // Idle until a configuration sets `health.path`.
             health::active::spawn(registry.clone(), configs.subscribe()),
         ];
-        if config.health.path.is_some() {
+        if health::active::enabled(&config) {
             // A first round before serving, so a healthy stack answers from the start.
             let first = health::active::first_round_budget(&config.health);
             let _ =
@@ -174,8 +176,8 @@ impl Balancer {
             .as_ref()
             .and_then(|(socket, _)| socket.local_addr().ok())
             .map_or_else(|| "off".to_owned(), |a| a.to_string());
-        tracing::info!(listen = %local, admin_listen, tls_listen, algorithm = ?config.algorithm, backends = registry.load().backends.len(),
-            health_checks = config.health.path.is_some(), sticky = config.sticky.enabled, "balancer ready");
+        tracing::info!(listen = %local, mode = ?config.mode, admin_listen, tls_listen, algorithm = ?config.algorithm, backends = registry.load().backends.len(),
+            health_checks = health::active::enabled(&config), sticky = config.sticky.enabled, "balancer ready");
         Ok(Self {
             listener,
             tls,
@@ -244,12 +246,22 @@ impl Balancer {
             listener,
             tls,
             config,
+            registry,
             proxy,
             admin,
             mut background,
             ..
         } = self;
         background.extend(admin.map(admin::AdminServer::spawn));
+        if config.mode == config::Mode::Tcp {
+            // Layer 4: the public listener copies bytes (validation refuses TLS with it).
+            let layer4 = Arc::new(l4::Layer4::new(proxy, registry));
+            l4::serve(listener, layer4, shutdown).await;
+            for task in background {
+                task.abort();
+            }
+            return;
+        }
         let mut listeners = Vec::with_capacity(2);
         match tls {
             Some((socket, tls)) => {

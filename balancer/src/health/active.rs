@@ -1,5 +1,5 @@
 //! Active health checks: every interval, a `GET <path>` to each backend on a fresh
-//! connection. `rise` passes in a row bring a backend up, `fall` failures take it down
+//! connection (in `mode = "tcp"` without a path: a TCP connect). `rise` passes in a row bring a backend up, `fall` failures take it down
 //! (HAProxy's model); a backend still pending goes up on its first pass.
 
 use std::sync::Arc;
@@ -14,14 +14,23 @@ use crate::config::{Config, HealthConfig};
 use crate::guards::BackendGuards;
 use crate::upstream::{self, Connection, Outcome, RequestBody};
 
-/// Checks every `health.interval` while `health.path` is set. It follows the configuration
+/// Whether active checks run: with a path, or in layer-4 mode (where a connect is the
+/// check, for backends that may not speak HTTP).
+pub fn enabled(config: &Config) -> bool {
+    config.health.path.is_some() || config.mode == crate::config::Mode::Tcp
+}
+
+/// Checks every `health.interval` while they are `enabled`. It follows the configuration
 /// in force (`configs`): a reload that changes the health settings restarts the rhythm
 /// with them, one that removes the path stops the checks.
 pub fn spawn(registry: Arc<Registry>, mut configs: watch::Receiver<Arc<Config>>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let config = configs.borrow_and_update().health.clone();
-            if config.path.is_some() {
+            let (on, config) = {
+                let current = configs.borrow_and_update();
+                (enabled(&current), current.health.clone())
+            };
+            if on {
                 // The first round is one interval away: the caller (start-up) has just run
                 // one itself, and after a reload there is no hurry.
                 let start = tokio::time::Instant::now() + config.interval;
@@ -68,7 +77,19 @@ pub async fn check_all(registry: &Registry, config: &HealthConfig) {
 }
 
 async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
-    let path = config.path.as_deref().unwrap_or("/");
+    let Some(path) = config.path.as_deref() else {
+        // Layer 4: accepting a connection is all a backend is asked.
+        return match tokio::time::timeout(
+            config.timeout,
+            tokio::net::TcpStream::connect(backend.addr),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("connect failed: {error}")),
+            Err(_) => Err(format!("connect timed out after {:?}", config.timeout)),
+        };
+    };
     let uri: Uri = path.parse().map_err(|e| format!("path {path:?}: {e}"))?;
     let mut headers = HeaderMap::new();
     headers.insert(

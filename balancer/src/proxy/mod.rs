@@ -64,6 +64,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The selection algorithm's instance (its rotation, scores or hash ring).
+    pub fn selector(&self) -> &dyn Selector {
+        &*self.selector
+    }
+
     /// `sticky` carries the cookie settings and key; it is used only if `config` enables it.
     pub fn new(config: Arc<Config>, sticky: Sticky) -> Self {
         Self {

@@ -3,12 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -96,50 +95,7 @@ async fn run(
                 return;
             }
         };
-        let (sent, received) = tunnel(client, backend, guards.idle).await;
-        tracing::debug!(backend = %addr, sent, received, "tunnel closed");
+        let spliced = crate::tunnel::splice(client, backend, guards.idle).await;
+        tracing::debug!(backend = %addr, sent = spliced.sent, received = spliced.received, end = ?spliced.end, "tunnel closed");
     }
-}
-
-/// Copies both ways with an idle timeout; returns bytes client→backend and backend→client.
-async fn tunnel<C, B>(mut client: C, mut backend: B, idle: Duration) -> (u64, u64)
-where
-    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let mut up = vec![0u8; 16 * 1024];
-    let mut down = vec![0u8; 16 * 1024];
-    let (mut sent, mut received) = (0u64, 0u64);
-    let (mut client_open, mut backend_open) = (true, true);
-    while client_open || backend_open {
-        let step = tokio::time::timeout(idle, async {
-            tokio::select! {
-                n = client.read(&mut up), if client_open => match n {
-                    Ok(0) | Err(_) => {
-                        client_open = false;
-                        backend.shutdown().await
-                    }
-                    Ok(n) => {
-                        sent += n as u64;
-                        backend.write_all(&up[..n]).await
-                    }
-                },
-                n = backend.read(&mut down), if backend_open => match n {
-                    Ok(0) | Err(_) => {
-                        backend_open = false;
-                        client.shutdown().await
-                    }
-                    Ok(n) => {
-                        received += n as u64;
-                        client.write_all(&down[..n]).await
-                    }
-                },
-            }
-        })
-        .await;
-        if !matches!(step, Ok(Ok(()))) {
-            break;
-        }
-    }
-    (sent, received)
 }
