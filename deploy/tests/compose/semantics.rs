@@ -430,7 +430,11 @@ fn prometheus_scrapes_the_balancer_admin_port_with_the_token_and_every_hits_inst
 
     let hits = scrape_job(&config, "hits");
     let sd = &hits["dns_sd_configs"][0];
-    assert_eq!(sd["names"], serde_json::json!(["hits"]), "the compose service name");
+    assert_eq!(
+        sd["names"],
+        serde_json::json!(["hits"]),
+        "the compose service name"
+    );
     assert_eq!(sd["type"], "A", "one address per container");
     let hits_port: u64 = environment(service(&compose, "hits"))["PORT"]
         .parse()
