@@ -8,12 +8,14 @@
 #                          crates.io either), served to cargo as a directory source
 #   postgres:15            Debian's PostgreSQL 15, same env vars/paths as the official image
 #   redis:7                Debian's Redis 7, same behaviour as the official image
+#   prom/prometheus:vX     Debian's Prometheus (the `observability` profile), under the tag
+#                          docker-compose.yml names (Debian bookworm has the same 2.42.0)
 #
 # Use it only where `docker pull` fails: online, the official images are the real thing.
 # An image that already exists is kept (rust:* is redone when Cargo.lock changed).
 #
 #   deploy/offline-images.sh            # build what is missing
-#   OFFLINE_REBUILD=1 deploy/offline-images.sh    # rebuild all four
+#   OFFLINE_REBUILD=1 deploy/offline-images.sh    # rebuild all five
 #
 # Needs: root (debootstrap), docker, debootstrap, a Debian mirror (DEBIAN_MIRROR), and a
 # Rust toolchain matching the Dockerfile's RUST_VERSION (rustup's, under ~/.rustup).
@@ -139,8 +141,16 @@ CFG
   rm -rf "$ctx"
 }
 
+# The Prometheus image the compose file pins; its stand-in is Debian's package, so the
+# version must be the one bookworm ships.
+prometheus_image=$(sed -n 's/^ *image: *\(prom\/prometheus:[^ ]*\) *$/\1/p' "$repo/docker-compose.yml")
+[ -n "$prometheus_image" ] || die "no 'image: prom/prometheus:...' line in $repo/docker-compose.yml"
+[ "$prometheus_image" = "prom/prometheus:v2.42.0" ] \
+  || die "docker-compose.yml pins $prometheus_image, but the offline stand-in is Debian bookworm's Prometheus 2.42.0: update deploy/offline/prometheus too"
+
 build_base
 build_service_image postgres:15 "$offline_dir/postgres"
 build_service_image redis:7 "$offline_dir/redis"
+build_service_image "$prometheus_image" "$offline_dir/prometheus"
 build_rust
-log "ready: $base_image $rust_image postgres:15 redis:7"
+log "ready: $base_image $rust_image postgres:15 redis:7 $prometheus_image"

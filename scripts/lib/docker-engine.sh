@@ -5,9 +5,9 @@
 #   engine_start           starts dockerd where none answers (no init system here); the
 #                          caller's EXIT trap calls engine_stop, which stops only a dockerd
 #                          that engine_start started
-#   engine_images          the images docker-compose.yml and the Dockerfile name: pulled,
-#                          or built locally by deploy/offline-images.sh where no registry
-#                          answers
+#   engine_images          the images docker-compose.yml (Prometheus included) and the
+#                          Dockerfile name: pulled, or built locally by
+#                          deploy/offline-images.sh where no registry answers
 # The caller defines log() and fail() and runs from the repository root.
 
 # shellcheck shell=bash
@@ -89,9 +89,10 @@ engine_stop() {
 }
 
 engine_images() {
-  local rust_version needed image offline=0
+  local rust_version prometheus needed image offline=0
   rust_version=$(sed -n 's/^ARG RUST_VERSION=\([0-9.]*\)$/\1/p' Dockerfile)
-  needed=(postgres:15 redis:7 "rust:$rust_version-bookworm" debian:bookworm-slim)
+  prometheus=$(sed -n 's/^ *image: *\(prom\/prometheus:[^ ]*\) *$/\1/p' docker-compose.yml)
+  needed=(postgres:15 redis:7 "rust:$rust_version-bookworm" debian:bookworm-slim ${prometheus:+"$prometheus"})
   for image in "${needed[@]}"; do
     if docker image inspect "$image" >/dev/null 2>&1; then
       # An offline-built rust image carries the Cargo.lock it vendored; keep it current.

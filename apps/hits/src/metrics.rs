@@ -3,8 +3,9 @@
 //!
 //! Label values are bounded: routes are the router's own patterns (or `unmatched`), statuses
 //! are HTTP codes, so no client input can grow these families. Every series carries this
-//! instance's id as a constant `instance` label, so that scrapes of a replica set stay apart
-//! even behind a balancer.
+//! instance's id as a constant `instance_id` label, so that scrapes of a replica set stay
+//! apart even behind a balancer. Not `instance`: that is the label Prometheus gives each
+//! target (its address), and it renames a scraped `instance` to `exported_instance`.
 
 use axum::extract::MatchedPath;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -155,11 +156,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics whose every series is labelled `instance="<instance_id>"`.
+    /// Metrics whose every series is labelled `instance_id="<instance_id>"`.
     pub fn new(instance_id: &str) -> Metrics {
         let mut registry = Registry::with_prefix_and_labels(
             "hits",
-            [("instance".into(), instance_id.to_owned().into())].into_iter(),
+            [("instance_id".into(), instance_id.to_owned().into())].into_iter(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         let latency =
@@ -301,22 +302,22 @@ mod tests {
         let text = observed().render(Format::Prometheus);
         for line in [
             "# TYPE hits_http_requests_total counter",
-            r#"hits_http_requests_total{instance="a\"b",route="/",status="200"} 2"#,
-            r#"hits_http_requests_total{instance="a\"b",route="unmatched",status="404"} 1"#,
+            r#"hits_http_requests_total{instance_id="a\"b",route="/",status="200"} 2"#,
+            r#"hits_http_requests_total{instance_id="a\"b",route="unmatched",status="404"} 1"#,
             "# TYPE hits_http_request_duration_seconds histogram",
-            r#"hits_http_request_duration_seconds_bucket{instance="a\"b",route="/",le="0.0025"} 0"#,
-            r#"hits_http_request_duration_seconds_bucket{instance="a\"b",route="/",le="0.005"} 1"#,
-            r#"hits_http_request_duration_seconds_bucket{instance="a\"b",route="/",le="0.05"} 2"#,
-            r#"hits_http_request_duration_seconds_bucket{instance="a\"b",route="/",le="+Inf"} 2"#,
-            r#"hits_http_request_duration_seconds_count{instance="a\"b",route="/"} 2"#,
+            r#"hits_http_request_duration_seconds_bucket{instance_id="a\"b",route="/",le="0.0025"} 0"#,
+            r#"hits_http_request_duration_seconds_bucket{instance_id="a\"b",route="/",le="0.005"} 1"#,
+            r#"hits_http_request_duration_seconds_bucket{instance_id="a\"b",route="/",le="0.05"} 2"#,
+            r#"hits_http_request_duration_seconds_bucket{instance_id="a\"b",route="/",le="+Inf"} 2"#,
+            r#"hits_http_request_duration_seconds_count{instance_id="a\"b",route="/"} 2"#,
             "# HELP hits_recorded_total Hits committed to PostgreSQL by this instance.",
-            r#"hits_recorded_total{instance="a\"b"} 5"#,
-            r#"hits_write_batches_total{instance="a\"b"} 1"#,
-            r#"hits_cache_hits_total{instance="a\"b"} 0"#,
-            r#"hits_cache_misses_total{instance="a\"b"} 0"#,
-            r#"hits_cache_errors_total{instance="a\"b"} 1"#,
+            r#"hits_recorded_total{instance_id="a\"b"} 5"#,
+            r#"hits_write_batches_total{instance_id="a\"b"} 1"#,
+            r#"hits_cache_hits_total{instance_id="a\"b"} 0"#,
+            r#"hits_cache_misses_total{instance_id="a\"b"} 0"#,
+            r#"hits_cache_errors_total{instance_id="a\"b"} 1"#,
             "# TYPE hits_work_in_progress gauge",
-            r#"hits_work_in_progress{instance="a\"b"} 1"#,
+            r#"hits_work_in_progress{instance_id="a\"b"} 1"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -327,13 +328,18 @@ mod tests {
             .lines()
             .find_map(|l| {
                 l.strip_prefix(
-                    r#"hits_http_request_duration_seconds_sum{instance="a\"b",route="/"} "#,
+                    r#"hits_http_request_duration_seconds_sum{instance_id="a\"b",route="/"} "#,
                 )
             })
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or_else(|| panic!("no sum for / in:\n{text}"));
         assert!((sum - 0.033).abs() < 1e-9, "{sum}");
         assert!(!text.contains("# EOF"), "{text}");
+        // Prometheus owns `instance` (the target): a series carrying it gets it renamed.
+        assert!(
+            !text.contains("{instance=") && !text.contains(",instance="),
+            "{text}"
+        );
     }
 
     #[test]
@@ -343,7 +349,7 @@ mod tests {
             "# TYPE hits_http_requests counter",
             "# TYPE hits_http_request_duration_seconds histogram",
             "# UNIT hits_http_request_duration_seconds seconds",
-            r#"hits_recorded_total{instance="a\"b"} 5"#,
+            r#"hits_recorded_total{instance_id="a\"b"} 5"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

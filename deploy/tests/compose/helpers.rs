@@ -42,10 +42,30 @@ pub fn env_example() -> BTreeMap<String, EnvEntry> {
     env_file::read(&repo_root().join(".env.example")).unwrap_or_else(|error| panic!("{error}"))
 }
 
+/// The secrets docker-compose.yml requires (`${NAME:?...}`, no default), with stand-in values
+/// of the length the balancer accepts: what the Quick start writes into `.env`.
+pub const REQUIRED_SECRETS: [&str; 2] = ["BALANCER_ADMIN_TOKEN", "BALANCER_STICKY_KEY"];
+
+/// The environment of a reader who wrote only the required secrets into `.env`.
+pub fn required_secrets() -> BTreeMap<String, String> {
+    REQUIRED_SECRETS
+        .iter()
+        .map(|name| ((*name).to_owned(), format!("test-{}", "0".repeat(32))))
+        .collect()
+}
+
+/// `.env.example` as the Quick start turns it into `.env`: its empty secrets filled in.
 pub fn env_example_values() -> BTreeMap<String, String> {
+    let secrets = required_secrets();
     env_example()
         .into_iter()
-        .map(|(name, entry)| (name, entry.value))
+        .map(|(name, entry)| {
+            let value = match secrets.get(&name) {
+                Some(secret) if entry.value.is_empty() => secret.clone(),
+                _ => entry.value,
+            };
+            (name, value)
+        })
         .collect()
 }
 
@@ -58,9 +78,10 @@ pub fn interpolated(
         .unwrap_or_else(|error| panic!("{}: {error}", file.path.display()))
 }
 
-/// The root file as `docker compose up` sees it with no `.env` and no variables set.
+/// The root file as `docker compose up` sees it with only the required secrets set: every
+/// other variable at its default.
 pub fn root_with_defaults() -> serde_json::Value {
-    interpolated(&root_compose(), &BTreeMap::new()).0
+    interpolated(&root_compose(), &required_secrets()).0
 }
 
 pub fn service<'a>(compose: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {

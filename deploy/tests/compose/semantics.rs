@@ -31,27 +31,80 @@ fn hits_scales_because_it_fixes_no_host_port_name_or_instance_id() {
 }
 
 #[test]
-fn the_balancer_publishes_one_port_on_loopback_by_default() {
+fn only_the_balancer_and_prometheus_publish_and_admin_ports_only_on_loopback() {
     let compose = helpers::root_with_defaults();
-    let mut published = Vec::new();
+    let mut published = BTreeMap::new();
     for (name, svc) in services(&compose) {
         if let Some(ports) = svc.get("ports") {
-            published.push((name.clone(), ports.clone()));
+            published.insert(name.as_str(), ports.clone());
         }
     }
     assert_eq!(
-        published.len(),
-        1,
-        "only the balancer is published to the host: {published:?}"
+        published,
+        BTreeMap::from([
+            (
+                "balancer",
+                serde_json::json!(["127.0.0.1:8080:8080", "127.0.0.1:9000:9000"])
+            ),
+            ("prometheus", serde_json::json!(["127.0.0.1:9090:9090"])),
+        ]),
+        "what is published to the host, by default"
     );
-    let (name, ports) = &published[0];
-    assert_eq!(name, "balancer");
-    assert_eq!(ports, &serde_json::json!(["127.0.0.1:8080:8080"]));
-
     let balancer_env = environment(service(&compose, "balancer"));
     assert_eq!(
         balancer_env["BALANCER_LISTEN"], "0.0.0.0:8080",
         "listens where the port is published"
+    );
+    assert_eq!(
+        balancer_env["BALANCER_ADMIN_LISTEN"], "0.0.0.0:9000",
+        "the admin API listens where its port is published"
+    );
+
+    // BALANCER_BIND opens the public port to other machines, never the admin API nor
+    // Prometheus: their host address is not a variable.
+    let raw = helpers::root_compose().raw;
+    for (name, port) in [("balancer", 1), ("prometheus", 0)] {
+        let spec = raw["services"][name]["ports"][port]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} publishes port #{port} in the short form"));
+        assert!(
+            spec.starts_with("127.0.0.1:"),
+            "{name}: {spec} must be bound to 127.0.0.1 whatever the environment says"
+        );
+    }
+    let open = helpers::interpolated(
+        &helpers::root_compose(),
+        &helpers::required_secrets()
+            .into_iter()
+            .chain([("BALANCER_BIND".to_owned(), "0.0.0.0".to_owned())])
+            .collect(),
+    )
+    .0;
+    assert_eq!(
+        service(&open, "balancer")["ports"],
+        serde_json::json!(["0.0.0.0:8080:8080", "127.0.0.1:9000:9000"])
+    );
+}
+
+#[test]
+fn the_admin_api_and_sticky_cookies_get_their_secrets_from_the_environment() {
+    let compose = helpers::root_with_defaults();
+    let balancer = environment(service(&compose, "balancer"));
+    for name in helpers::REQUIRED_SECRETS {
+        assert_eq!(
+            balancer.get(name),
+            helpers::required_secrets().get(name),
+            "{name} reaches the balancer from .env"
+        );
+    }
+    // Prometheus reads the same token from a file: the compose secret made from it.
+    assert_eq!(
+        compose["secrets"]["admin_token"],
+        serde_json::json!({"environment": "BALANCER_ADMIN_TOKEN"})
+    );
+    assert_eq!(
+        service(&compose, "prometheus")["secrets"],
+        serde_json::json!(["admin_token"])
     );
 }
 
@@ -231,7 +284,7 @@ fn every_variable_is_documented_in_env_example_with_its_default() {
     let documented = helpers::env_example();
     let mut used = BTreeSet::new();
     for file in helpers::compose_files() {
-        let (_, uses) = helpers::interpolated(&file, &BTreeMap::new());
+        let (_, uses) = helpers::interpolated(&file, &helpers::required_secrets());
         for variable in uses {
             let entry = documented.get(&variable.name).unwrap_or_else(|| {
                 panic!(
@@ -243,17 +296,33 @@ fn every_variable_is_documented_in_env_example_with_its_default() {
             if file.path.ends_with("docker-compose.yml")
                 && file.path.parent() == Some(helpers::repo_root().as_path())
             {
-                let default = variable.default.as_deref().unwrap_or_else(|| {
-                    panic!(
-                        "docker-compose.yml uses ${{{}}} without a default, so it needs a .env",
-                        variable.name
-                    )
-                });
-                assert_eq!(
-                    entry.value, default,
-                    ".env.example line {} shows {}={} but the default in docker-compose.yml is {default:?}",
-                    entry.line, variable.name, entry.value
-                );
+                if variable.required {
+                    // A secret: no default anyone could leave in place; .env.example shows
+                    // it empty, to be filled (the Quick start generates it).
+                    assert!(
+                        helpers::REQUIRED_SECRETS.contains(&variable.name.as_str()),
+                        "docker-compose.yml requires ${{{}}}, which is not one of the known secrets {:?}: give it a default",
+                        variable.name,
+                        helpers::REQUIRED_SECRETS
+                    );
+                    assert_eq!(
+                        entry.value, "",
+                        ".env.example line {} must leave the secret {} empty, not suggest a value",
+                        entry.line, variable.name
+                    );
+                } else {
+                    let default = variable.default.as_deref().unwrap_or_else(|| {
+                        panic!(
+                            "docker-compose.yml uses ${{{}}} without a default, so it needs a .env",
+                            variable.name
+                        )
+                    });
+                    assert_eq!(
+                        entry.value, default,
+                        ".env.example line {} shows {}={} but the default in docker-compose.yml is {default:?}",
+                        entry.line, variable.name, entry.value
+                    );
+                }
             }
             used.insert(variable.name);
         }
@@ -266,4 +335,109 @@ fn every_variable_is_documented_in_env_example_with_its_default() {
         unused.is_empty(),
         ".env.example documents variables no compose file uses: {unused:?}"
     );
+}
+
+/// deploy/prometheus/prometheus.yml, parsed.
+fn prometheus_config() -> Value {
+    let path = helpers::repo_root().join("deploy/prometheus/prometheus.yml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_yaml_ng::from_str(&text)
+        .unwrap_or_else(|error| panic!("{} is not valid YAML: {error}", path.display()))
+}
+
+fn scrape_job<'a>(config: &'a Value, name: &str) -> &'a Value {
+    config["scrape_configs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|job| job["job_name"] == name))
+        .unwrap_or_else(|| panic!("prometheus.yml has no scrape job {name:?}"))
+}
+
+#[test]
+fn prometheus_runs_on_demand_with_the_repository_config_read_only() {
+    let compose = helpers::root_with_defaults();
+    let prometheus = service(&compose, "prometheus");
+    assert_eq!(
+        prometheus["profiles"],
+        serde_json::json!(["observability"]),
+        "Prometheus runs only with --profile observability"
+    );
+    let image = prometheus["image"].as_str().expect("an image");
+    assert!(
+        image.starts_with("prom/prometheus:v"),
+        "the official image, pinned: {image}"
+    );
+    // deploy/offline-images.sh builds its stand-in under the name the compose file gives.
+    let offline = std::fs::read_to_string(helpers::repo_root().join("deploy/offline-images.sh"))
+        .expect("deploy/offline-images.sh");
+    assert!(
+        offline.contains("\"$offline_dir/prometheus\""),
+        "deploy/offline-images.sh builds no Prometheus stand-in"
+    );
+    let config_mount = prometheus["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|v| v.contains(":/etc/prometheus/prometheus.yml"))
+        .expect("prometheus.yml is mounted into the container");
+    assert_eq!(
+        config_mount, "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+        "the repository's config, read-only"
+    );
+    let command: Vec<&str> = prometheus["command"]
+        .as_array()
+        .expect("command as a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        command.contains(&"--config.file=/etc/prometheus/prometheus.yml"),
+        "{command:?}"
+    );
+    let test = &prometheus["healthcheck"]["test"];
+    assert!(
+        test.as_array().is_some_and(|t| t.len() > 1),
+        "prometheus has a healthcheck, so `up --wait` waits until it is ready"
+    );
+}
+
+#[test]
+fn prometheus_scrapes_the_balancer_admin_port_with_the_token_and_every_hits_instance() {
+    let compose = helpers::root_with_defaults();
+    let config = prometheus_config();
+
+    let balancer = scrape_job(&config, "balancer");
+    let admin_port = environment(service(&compose, "balancer"))["BALANCER_ADMIN_LISTEN"]
+        .rsplit_once(':')
+        .map(|(_, port)| port.to_owned())
+        .expect("BALANCER_ADMIN_LISTEN has a port");
+    assert_eq!(
+        balancer["static_configs"][0]["targets"],
+        serde_json::json!([format!("balancer:{admin_port}")]),
+        "the balancer's admin listener, where /metrics is served"
+    );
+    assert_eq!(balancer["metrics_path"], "/metrics");
+    // Compose mounts a secret at /run/secrets/<name>.
+    assert_eq!(
+        balancer["authorization"]["credentials_file"],
+        "/run/secrets/admin_token"
+    );
+    assert!(
+        balancer["authorization"].get("credentials").is_none(),
+        "no token written into the file itself"
+    );
+
+    let hits = scrape_job(&config, "hits");
+    let sd = &hits["dns_sd_configs"][0];
+    assert_eq!(
+        sd["names"],
+        serde_json::json!(["hits"]),
+        "the compose service name"
+    );
+    assert_eq!(sd["type"], "A", "one address per container");
+    let hits_port: u64 = environment(service(&compose, "hits"))["PORT"]
+        .parse()
+        .expect("PORT of hits");
+    assert_eq!(sd["port"], hits_port);
 }

@@ -1,20 +1,43 @@
 //! Structure: every compose file parses as the Compose Specification (the `compose_spec`
 //! crate), after variable substitution, with no file from outside the repository.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
+use deploy_checks::interpolate::{self, InterpolationError};
 use deploy_checks::spec;
 use serde_json::{Value, json};
 
 use crate::helpers;
 
 #[test]
-fn every_compose_file_is_valid_with_no_env_file() {
+fn every_compose_file_is_valid_with_only_the_required_secrets_set() {
     for file in helpers::compose_files() {
-        let (document, _) = helpers::interpolated(&file, &BTreeMap::new());
+        let (document, _) = helpers::interpolated(&file, &helpers::required_secrets());
         if let Err(error) = spec::parse(&file.path, &document) {
             panic!("does not match the Compose Specification: {error}");
+        }
+    }
+}
+
+#[test]
+fn without_its_secrets_the_root_file_refuses_to_load_naming_each_and_how_to_make_it() {
+    let root = helpers::root_compose();
+    for missing in helpers::REQUIRED_SECRETS {
+        let mut env = helpers::required_secrets();
+        env.remove(missing);
+        let error = interpolate::interpolate_value(&root.raw, &env)
+            .expect_err("a required secret is missing, yet the file loads");
+        match error {
+            InterpolationError::Required { name, message } => {
+                assert_eq!(name, missing);
+                for hint in [".env", "openssl rand -hex 32", "Quick start"] {
+                    assert!(
+                        message.contains(hint),
+                        "the error for {name} does not say {hint:?}: {message}"
+                    );
+                }
+            }
+            other => panic!("{missing}: {other}"),
         }
     }
 }

@@ -73,18 +73,18 @@ async fn the_cache_serves_the_window_and_metrics_count_it() {
     }
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains("hits_recorded_total{instance=\"cache-1\"} 5"),
+        metrics.contains("hits_recorded_total{instance_id=\"cache-1\"} 5"),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            "hits_http_requests_total{instance=\"cache-1\",route=\"/\",status=\"200\"} 5"
+            "hits_http_requests_total{instance_id=\"cache-1\",route=\"/\",status=\"200\"} 5"
         ),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            "hits_http_request_duration_seconds_count{instance=\"cache-1\",route=\"/\"} 5"
+            "hits_http_request_duration_seconds_count{instance_id=\"cache-1\",route=\"/\"} 5"
         ),
         "{metrics}"
     );

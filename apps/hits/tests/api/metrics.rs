@@ -35,12 +35,12 @@ async fn prometheus_text_by_default_openmetrics_when_asked() {
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     for line in [
         "# TYPE hits_http_requests_total counter",
-        r#"hits_http_requests_total{instance="metrics-1",route="/api/hits",status="200"} 1"#,
+        r#"hits_http_requests_total{instance_id="metrics-1",route="/api/hits",status="200"} 1"#,
         "# TYPE hits_http_request_duration_seconds histogram",
-        r#"hits_http_request_duration_seconds_count{instance="metrics-1",route="/api/hits"} 1"#,
-        r#"hits_http_request_duration_seconds_bucket{instance="metrics-1",route="/api/hits",le="+Inf"} 1"#,
-        r#"hits_recorded_total{instance="metrics-1"} 1"#,
-        r#"hits_write_batches_total{instance="metrics-1"} 1"#,
+        r#"hits_http_request_duration_seconds_count{instance_id="metrics-1",route="/api/hits"} 1"#,
+        r#"hits_http_request_duration_seconds_bucket{instance_id="metrics-1",route="/api/hits",le="+Inf"} 1"#,
+        r#"hits_recorded_total{instance_id="metrics-1"} 1"#,
+        r#"hits_write_batches_total{instance_id="metrics-1"} 1"#,
     ] {
         assert!(has_line(&text, line), "no line {line} in:\n{text}");
     }
@@ -53,9 +53,9 @@ async fn prometheus_text_by_default_openmetrics_when_asked() {
     );
     for line in [
         "# TYPE hits_http_requests counter",
-        r#"hits_http_requests_total{instance="metrics-1",route="/metrics",status="200"} 1"#,
+        r#"hits_http_requests_total{instance_id="metrics-1",route="/metrics",status="200"} 1"#,
         "# UNIT hits_http_request_duration_seconds seconds",
-        r#"hits_recorded_total{instance="metrics-1"} 1"#,
+        r#"hits_recorded_total{instance_id="metrics-1"} 1"#,
     ] {
         assert!(has_line(&text, line), "no line {line} in:\n{text}");
     }
@@ -82,14 +82,14 @@ async fn client_paths_never_become_label_values() {
     assert!(
         has_line(
             &text,
-            r#"hits_http_requests_total{instance="metrics-2",route="unmatched",status="404"} 3"#
+            r#"hits_http_requests_total{instance_id="metrics-2",route="unmatched",status="404"} 3"#
         ),
         "the three unknown paths share one series:\n{text}"
     );
     assert!(
         has_line(
             &text,
-            r#"hits_http_requests_total{instance="metrics-2",route="/api/hits",status="405"} 1"#
+            r#"hits_http_requests_total{instance_id="metrics-2",route="/api/hits",status="405"} 1"#
         ),
         "a wrong method is labelled with the route it missed:\n{text}"
     );
