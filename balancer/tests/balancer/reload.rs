@@ -8,19 +8,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use balancer::Balancer;
 use balancer::config::{Overrides, Sources};
 use balancer::reload::Reloader;
 use bytes::Bytes;
+use clap::Parser;
 use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -467,32 +465,6 @@ async fn watching_needs_a_config_file() {
     );
 }
 
-/// One GET on a fresh connection: its status, or what went wrong.
-async fn try_get(addr: SocketAddr) -> Result<u16, String> {
-    let exchange = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let request = crate::helpers::request("/", &[]);
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(status)
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 10 s".into()))
-}
-
 #[tokio::test]
 async fn under_load_reloads_drains_and_weight_changes_fail_no_request() {
     let [a, b, c] = [
@@ -501,35 +473,22 @@ async fn under_load_reloads_drains_and_weight_changes_fail_no_request() {
         spawn_backend("c").await,
     ];
     let running = start(&toml(&[(&a, 1), (&b, 1), (&c, 1)], "")).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    // Eight clients, each bounded in count (and every request in time).
-    let workers: Vec<JoinHandle<Vec<String>>> = (0..8)
-        .map(|_| {
-            let (addr, stop, done) = (running.addr, stop.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut failures = Vec::new();
-                for _ in 0..20_000 {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    match try_get(addr).await {
-                        Ok(200) => {}
-                        Ok(status) => failures.push(format!("status {status}")),
-                        Err(error) => failures.push(error),
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-                failures
-            })
-        })
-        .collect();
-    // Each step lets some requests through first, so every change lands under traffic.
+    // The load is loadgen itself (its library, as the binary runs it): eight kept-alive
+    // connections, bounded in time; cancelled once every change has landed.
+    let url = format!("http://{}/", running.addr);
+    let opts = loadgen::Opts::try_parse_from(["loadgen", "-q", "-c", "8", "-d", "120s", &url])
+        .expect("loadgen options");
+    let config = loadgen::RunConfig::from_opts(&opts).expect("loadgen configuration");
+    let cancel = loadgen::CancellationToken::new();
+    let load = tokio::spawn(loadgen::run_config(config, cancel.clone()));
+    // Each step lets some requests through first, so every change lands under traffic:
+    // counted where they arrive, at the backends.
+    let served = || a.hits() + b.hits() + c.hits();
     let some_requests = async |n: usize| {
-        let target = done.load(Ordering::SeqCst) + n;
+        let target = served() + n;
         assert!(
-            eventually(LIMIT, async || done.load(Ordering::SeqCst) >= target).await,
-            "the clients stalled"
+            eventually(LIMIT, async || served() >= target).await,
+            "the load stalled"
         );
     };
     some_requests(50).await;
@@ -568,17 +527,23 @@ async fn under_load_reloads_drains_and_weight_changes_fail_no_request() {
         assert_eq!(call(admin, "POST", &resume, None).await.0, 200);
         some_requests(10).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    let mut failures = Vec::new();
-    for worker in workers {
-        failures.extend(tokio::time::timeout(LIMIT, worker).await.unwrap().unwrap());
-    }
-    let total = done.load(Ordering::SeqCst);
-    assert!(total >= 50 + 20 * 20 + 20 * 20, "{total} requests");
+    cancel.cancel();
+    let report = tokio::time::timeout(LIMIT, load)
+        .await
+        .expect("loadgen stopped when cancelled")
+        .unwrap()
+        .expect("loadgen ran");
     assert!(
-        failures.is_empty(),
-        "{} of {total} requests failed: {failures:?}",
-        failures.len()
+        report.requests >= 50 + 20 * 20 + 20 * 20,
+        "{} requests",
+        report.requests
     );
+    assert_eq!(
+        report.failures, 0,
+        "failed requests under reloads and drains: status {:?}, errors {:?}",
+        report.status, report.errors
+    );
+    let instances: Vec<_> = report.groups.keys().cloned().collect();
+    assert_eq!(instances, ["a", "b", "c"], "loadgen saw every instance");
     assert_eq!(running.reloader.stats().applied(), 20);
 }
