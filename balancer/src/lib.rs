@@ -83,12 +83,10 @@ impl Balancer {
             None => None,
         };
         // The cached ACME certificate is served from the first handshake on.
-        let acme = match (&tls, &config.tls.acme) {
-            (Some(tls), Some(acme)) => Some(
-                tls::acme::Acme::new(acme, tls.store.clone())
-                    .map_err(|e| std::io::Error::other(tls::TlsError::from(e)))?,
-            ),
-            _ => None,
+        let acme = match &tls {
+            Some(tls) => tls::acme::Acme::new(&config, tls.store.clone())
+                .map_err(|e| std::io::Error::other(tls::TlsError::from(e)))?,
+            None => None,
         };
         let key = match &config.sticky.key {
             Some(key) => key.clone(),

@@ -48,7 +48,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
-use crate::config::AcmeConfig;
+use crate::config::{AcmeConfig, Config};
 use crate::proxy::body::ClientBody;
 use crate::tls::certs::{CertStore, Managed, validity};
 
@@ -74,13 +74,20 @@ const KEY_FILE: &str = "certificate.key";
 /// Why ACME could not be set up or an order failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
-    #[error("tls.acme.cache_dir {path}: {error}")]
+    #[error("{origin}: tls.acme.cache_dir {path}: {error}")]
     Cache {
+        /// Where `cache_dir` was set.
+        origin: String,
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("tls.acme.directory_ca {path}: {problem}")]
-    DirectoryCa { path: PathBuf, problem: String },
+    #[error("{origin}: tls.acme.directory_ca {path}: {problem}")]
+    DirectoryCa {
+        /// Where `directory_ca` was set.
+        origin: String,
+        path: PathBuf,
+        problem: String,
+    },
     #[error("ACME: {0}")]
     Protocol(#[from] instant_acme::Error),
     #[error("ACME: {0}")]
@@ -151,6 +158,8 @@ impl Drop for Published<'_> {
 /// The ACME manager: its configuration, where it puts certificates, its counters.
 pub struct Acme {
     config: AcmeConfig,
+    /// Where `tls.acme.cache_dir` was set, for errors.
+    cache_origin: String,
     store: Arc<CertStore>,
     challenges: Arc<Challenges>,
     connector: TlsConnector,
@@ -181,12 +190,17 @@ struct CachedAccount {
 
 impl Acme {
     /// Reads `directory_ca`, makes the cache directory and serves the cached certificate
-    /// if it is good for the configured domains.
-    pub fn new(config: &AcmeConfig, store: Arc<CertStore>) -> Result<Arc<Self>, AcmeError> {
+    /// if it is good for the configured domains. `None` when `[tls.acme]` is not set.
+    pub fn new(whole: &Config, store: Arc<CertStore>) -> Result<Option<Arc<Self>>, AcmeError> {
+        let Some(config) = &whole.tls.acme else {
+            return Ok(None);
+        };
+        let cache_origin = whole.origin_of("tls.acme.cache_dir");
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = &config.directory_ca {
             let fail = |problem: String| AcmeError::DirectoryCa {
+                origin: whole.origin_of("tls.acme.directory_ca"),
                 path: path.clone(),
                 problem,
             };
@@ -209,9 +223,14 @@ impl Acme {
             .with_root_certificates(roots)
             .with_no_client_auth();
         client.alpn_protocols = vec![b"http/1.1".to_vec()];
-        make_private_dir(&config.cache_dir)?;
+        make_private_dir(&config.cache_dir).map_err(|error| AcmeError::Cache {
+            origin: cache_origin.clone(),
+            path: config.cache_dir.clone(),
+            error,
+        })?;
         let acme = Arc::new(Self {
             config: config.clone(),
+            cache_origin,
             store,
             challenges: Arc::new(Challenges::default()),
             connector: TlsConnector::from(Arc::new(client)),
@@ -231,7 +250,7 @@ impl Acme {
                 tracing::warn!(%error, "cached ACME certificate not used: a new one will be ordered")
             }
         }
-        Ok(acme)
+        Ok(Some(acme))
     }
 
     /// The challenges the plain listener answers.
@@ -397,7 +416,8 @@ impl Acme {
             write_private(&dir, CERT_FILE, &chain_bytes)
         })
         .await
-        .map_err(|e| AcmeError::Order(e.to_string()))??;
+        .map_err(|e| AcmeError::Order(e.to_string()))?
+        .map_err(|(path, error)| self.cache_error(path, error))?;
         let expires = validity(&managed.key.cert[0]).map(|(_, end)| {
             end.duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
@@ -433,7 +453,7 @@ impl Acme {
                 }
             },
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => return Err(AcmeError::Cache { path, error }),
+            Err(error) => return Err(self.cache_error(path, error)),
         };
         let account = match cached {
             Some(cached) => {
@@ -460,13 +480,22 @@ impl Acme {
                 };
                 let bytes = serde_json::to_vec(&cached)
                     .map_err(|e| AcmeError::Order(format!("account credentials: {e}")))?;
-                write_private(&self.config.cache_dir, ACCOUNT_FILE, &bytes)?;
+                write_private(&self.config.cache_dir, ACCOUNT_FILE, &bytes)
+                    .map_err(|(path, error)| self.cache_error(path, error))?;
                 tracing::info!(directory = %self.config.directory, "ACME account created");
                 account
             }
         };
         *slot = Some(account.clone());
         Ok(account)
+    }
+
+    fn cache_error(&self, path: PathBuf, error: std::io::Error) -> AcmeError {
+        AcmeError::Cache {
+            origin: self.cache_origin.clone(),
+            path,
+            error,
+        }
     }
 
     fn http(&self) -> Box<dyn HttpClient> {
@@ -482,10 +511,7 @@ impl Acme {
         let read = |name: &str| match std::fs::read(dir.join(name)) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(AcmeError::Cache {
-                path: dir.join(name),
-                error,
-            }),
+            Err(error) => Err(self.cache_error(dir.join(name), error)),
         };
         let (Some(chain), Some(key)) = (read(CERT_FILE)?, read(KEY_FILE)?) else {
             return Ok(None);
@@ -608,27 +634,21 @@ async fn send(
 }
 
 /// Makes `dir` (mode 0700 when created) if it is not there.
-fn make_private_dir(dir: &Path) -> Result<(), AcmeError> {
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|error| AcmeError::Cache {
-            path: dir.to_owned(),
-            error,
-        })
 }
 
 /// Writes `name` in `dir` atomically: a temporary file (mode 0600) synced, then renamed.
-fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AcmeError> {
+/// An error comes with the path it concerns.
+fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let path = dir.join(name);
     let temporary = dir.join(format!(".{name}.tmp"));
-    let fail = |error| AcmeError::Cache {
-        path: path.clone(),
-        error,
-    };
+    let fail = |error| (path.clone(), error);
     let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -481,4 +481,18 @@ mod tests {
         let days = end.duration_since(UNIX_EPOCH).unwrap().as_secs() / 86_400;
         assert_eq!(days as i64, days_from_civil(2031, 7, 15));
     }
+
+    #[test]
+    fn validity_reads_both_ends() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2049, 12, 31);
+        params.not_after = rcgen::date_time_ymd(2050, 1, 2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (start, end) = validity(cert.der()).unwrap();
+        let day = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs() / 86_400;
+        // 2049 is a UTCTime, 2050 a GeneralizedTime (RFC 5280).
+        assert_eq!(day(start) as i64, days_from_civil(2049, 12, 31));
+        assert_eq!(day(end) as i64, days_from_civil(2050, 1, 2));
+    }
 }

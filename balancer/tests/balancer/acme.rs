@@ -387,6 +387,9 @@ async fn a_certificate_is_obtained_served_cached_and_renewed_from_a_real_acme_se
         0,
         "tokens removed after the order"
     );
+    // A token that is not the balancer's goes to the backends (an app's own ACME client).
+    let other = get(first.plain, "/.well-known/acme-challenge/not-ours").await;
+    assert_eq!((other.status, other.instance()), (200, "app"));
     let root = pebble.root().await;
     let (obtained, status) = get_verified(first.tls, &root).await;
     assert!(status.contains(" 200 "), "{status}");
