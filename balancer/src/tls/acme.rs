@@ -332,6 +332,9 @@ impl Acme {
                 }
                 Err(error) => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
+                    if account_gone(&error) {
+                        self.forget_account().await;
+                    }
                     tracing::error!(%error, retry_in_secs = pause.as_secs(), domains = ?self.config.domains,
                         "ACME order failed: the current certificate (if any) is still served");
                     if let Ok(mut last) = self.last_error.lock() {
@@ -490,6 +493,25 @@ impl Acme {
         Ok(account)
     }
 
+    /// Drops an account the authority no longer knows (deactivated, or the authority's
+    /// data reset), in memory and in the cache, so the next attempt creates one.
+    async fn forget_account(&self) {
+        *self.account.lock().await = None;
+        let path = self.config.cache_dir.join(ACCOUNT_FILE);
+        let kept = self
+            .config
+            .cache_dir
+            .join(format!("{ACCOUNT_FILE}.rejected"));
+        match std::fs::rename(&path, &kept) {
+            Ok(()) => {
+                tracing::warn!(kept = %kept.display(), "the ACME authority no longer knows the cached account: a new one will be created")
+            }
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "could not set the rejected ACME account aside")
+            }
+        }
+    }
+
     fn cache_error(&self, path: PathBuf, error: std::io::Error) -> AcmeError {
         AcmeError::Cache {
             origin: self.cache_origin.clone(),
@@ -546,6 +568,15 @@ impl Acme {
             key: Arc::new(certified),
         })
     }
+}
+
+/// Whether the authority said the account does not exist (RFC 8555 7.3.1, 6.7).
+fn account_gone(error: &AcmeError) -> bool {
+    matches!(
+        error,
+        AcmeError::Protocol(instant_acme::Error::Api(problem))
+            if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist")
+    )
 }
 
 /// The authority's HTTP client: one HTTP/1.1 connection over TLS per request (an order

@@ -482,6 +482,73 @@ mod tests {
         assert_eq!(days as i64, days_from_civil(2031, 7, 15));
     }
 
+    fn self_signed(name: &str) -> (String, String, Arc<CertifiedKey>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let certified = CertifiedKey::from_der(
+            vec![cert.der().clone()],
+            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+            &crate::tls::provider(),
+        )
+        .unwrap();
+        (cert.pem(), key.serialize_pem(), Arc::new(certified))
+    }
+
+    #[test]
+    fn the_acme_certificate_serves_its_names_and_is_the_default_without_files() {
+        let provider = crate::tls::provider();
+        // ACME only: nothing to serve until it has a certificate, then it serves all.
+        let store = CertStore::load(&Config::default(), provider.clone()).unwrap();
+        assert!(store.for_name(Some("app.test")).is_none());
+        assert!(store.for_name(None).is_none());
+        let (_, _, acme) = self_signed("app.test");
+        store.set_managed(Managed {
+            names: vec!["app.test".into()],
+            key: acme.clone(),
+        });
+        for name in [
+            Some("app.test"),
+            Some("APP.test."),
+            Some("other.test"),
+            None,
+        ] {
+            assert!(
+                Arc::ptr_eq(&store.for_name(name).unwrap(), &acme),
+                "{name:?}"
+            );
+        }
+
+        // Beside a file certificate: each serves its own names, the file is the default.
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_pem, key_pem, _) = self_signed("files.test");
+        std::fs::write(dir.path().join("c.pem"), cert_pem).unwrap();
+        std::fs::write(dir.path().join("k.pem"), key_pem).unwrap();
+        let mut config = Config::default();
+        config.tls.certificates = vec![CertificateSpec {
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("k.pem"),
+            default: false,
+        }];
+        let store = CertStore::load(&config, provider).unwrap();
+        store.set_managed(Managed {
+            names: vec!["app.test".into()],
+            key: acme.clone(),
+        });
+        assert!(Arc::ptr_eq(
+            &store.for_name(Some("app.test")).unwrap(),
+            &acme
+        ));
+        for name in [Some("files.test"), Some("other.test"), None] {
+            assert!(
+                !Arc::ptr_eq(&store.for_name(name).unwrap(), &acme),
+                "{name:?}"
+            );
+        }
+    }
+
     #[test]
     fn validity_reads_both_ends() {
         let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
