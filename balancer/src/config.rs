@@ -175,7 +175,30 @@ pub struct TlsConfig {
     /// The port the redirect's `Location` names; default: the TLS listener's own port
     /// (set it when a port mapping or another proxy puts HTTPS on another port).
     pub https_port: Option<u16>,
+    /// Certificates obtained and renewed automatically (ACME), when set.
+    pub acme: Option<AcmeConfig>,
 }
+
+/// `[tls.acme]`: a certificate for `domains`, obtained from an ACME certificate authority
+/// (HTTP-01 on the plain listener) and renewed `renew_before` its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The DNS names of the one certificate (its subject alternative names).
+    pub domains: Vec<String>,
+    /// `mailto:` addresses the authority may write to about the account.
+    pub contact: Vec<String>,
+    /// The authority's directory URL (https).
+    pub directory: String,
+    /// Where the account key, the certificate and its key are kept across restarts.
+    pub cache_dir: PathBuf,
+    pub renew_before: Duration,
+    /// A PEM CA certificate trusted for the directory's HTTPS besides the public roots
+    /// (a private or test authority).
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// Let's Encrypt's production directory: the default of `tls.acme.directory`.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 impl Default for TlsConfig {
     fn default() -> Self {
@@ -185,6 +208,7 @@ impl Default for TlsConfig {
             reload_interval: Duration::from_secs(30),
             hsts_max_age: None,
             https_port: None,
+            acme: None,
         }
     }
 }
@@ -312,9 +336,19 @@ impl Origins {
         };
         for (name, value) in &table {
             let keys: Vec<String> = match value {
-                toml::Value::Table(section) => {
-                    section.keys().map(|k| format!("{name}.{k}")).collect()
-                }
+                toml::Value::Table(section) => section
+                    .iter()
+                    .flat_map(|(k, v)| {
+                        // One level deeper for sub-tables (`[tls.acme]`), so their keys
+                        // have lines too.
+                        let key = format!("{name}.{k}");
+                        let mut keys = vec![key.clone()];
+                        if let toml::Value::Table(inner) = v {
+                            keys.extend(inner.keys().map(|k| format!("{key}.{k}")));
+                        }
+                        keys
+                    })
+                    .collect(),
                 _ => vec![name.clone()],
             };
             for key in keys {
@@ -353,12 +387,17 @@ fn record_certificate_lines(origins: &mut Origins, path: &Path, text: &str) {
 /// The line (1-based) where `section.name` (or a top-level `name`) is set in TOML `text`.
 /// A plain scan: enough for the usual layout, `None` for exotic ones.
 fn key_line(text: &str, key: &str) -> Option<usize> {
-    let (section, name) = key.split_once('.').unwrap_or(("", key));
+    // The last dot: `tls.acme.domains` is `domains` in `[tls.acme]`.
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
     let mut current = "";
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if let Some(rest) = line.strip_prefix('[') {
             current = rest.split(']').next().unwrap_or("").trim();
+            // A sub-table is set where its header is (`[tls.acme]`).
+            if current == key {
+                return Some(index + 1);
+            }
             continue;
         }
         let Some((k, _)) = line.split_once('=') else {
@@ -484,6 +523,12 @@ impl Config {
                 for spec in &mut config.tls.certificates {
                     spec.cert = dir.join(&spec.cert);
                     spec.key = dir.join(&spec.key);
+                }
+                if let Some(acme) = &mut config.tls.acme {
+                    acme.cache_dir = dir.join(&acme.cache_dir);
+                    if let Some(ca) = &mut acme.directory_ca {
+                        *ca = dir.join(&*ca);
+                    }
                 }
             }
             if let Some(token_file) = token_file {
@@ -719,7 +764,7 @@ impl Config {
         let shown = |old: &dyn std::fmt::Debug, new: &dyn std::fmt::Debug| {
             format!("changed from {old:?} to {new:?}")
         };
-        let fixed: [(&str, bool, String); 9] = [
+        let fixed: [(&str, bool, String); 10] = [
             (
                 "listen",
                 self.listen != next.listen,
@@ -755,6 +800,12 @@ impl Config {
                     (Some(a), Some(b)) => !a.same_as(b),
                     (a, b) => a.is_some() != b.is_some(),
                 },
+                "changed".to_owned(),
+            ),
+            // The ACME task is started once, for its domains, authority and cache.
+            (
+                "tls.acme",
+                self.tls.acme != next.tls.acme,
                 "changed".to_owned(),
             ),
             // The HTTPS listener, its certificate files (watched from start-up; a renewed
@@ -798,6 +849,12 @@ impl Config {
     fn validate_tls(&self) -> Result<(), ConfigError> {
         let tls = &self.tls;
         let Some(listen) = tls.listen else {
+            if tls.acme.is_some() {
+                return Err(self.invalid(
+                    "tls.acme",
+                    "is set but tls.listen is not: give the HTTPS address (tls.listen, --tls-listen or BALANCER_TLS_LISTEN)",
+                ));
+            }
             if !tls.certificates.is_empty() {
                 return Err(self.invalid(
                     "tls.certificates",
@@ -806,11 +863,14 @@ impl Config {
             }
             return Ok(());
         };
-        if tls.certificates.is_empty() {
+        if tls.certificates.is_empty() && tls.acme.is_none() {
             return Err(self.invalid(
                 "tls.listen",
-                "is set but no certificate is: give tls.certificates (or --tls-cert with --tls-key)",
+                "is set but no certificate is: give tls.certificates (or --tls-cert with --tls-key) or [tls.acme]",
             ));
+        }
+        if let Some(acme) = &tls.acme {
+            self.validate_acme(acme)?;
         }
         if tls.certificates.iter().filter(|c| c.default).count() > 1 {
             return Err(self.invalid(
@@ -849,6 +909,66 @@ impl Config {
         }
         if tls.https_port == Some(0) {
             return Err(self.invalid("tls.https_port", "is 0: must be 1-65535"));
+        }
+        Ok(())
+    }
+
+    /// `[tls.acme]`: names a certificate authority can validate over HTTP-01, a `mailto:`
+    /// contact, an https directory, a renewal margin an authority's certificates leave
+    /// room for.
+    fn validate_acme(&self, acme: &AcmeConfig) -> Result<(), ConfigError> {
+        if acme.domains.is_empty() {
+            return Err(self.invalid(
+                "tls.acme.domains",
+                "is empty: give the DNS names of the certificate",
+            ));
+        }
+        for domain in &acme.domains {
+            // HTTP-01 cannot prove a wildcard, and an authority refuses addresses.
+            let name_ok = crate::tls::redirect::valid_host(domain).is_some_and(|host| {
+                host == *domain && host.contains(|c: char| c.is_ascii_alphabetic())
+            }) && !domain.ends_with('.');
+            if !name_ok {
+                return Err(self.invalid(
+                    "tls.acme.domains",
+                    format_args!("has {domain:?}: each must be a lower-case DNS name (no wildcard, no address, no port)"),
+                ));
+            }
+        }
+        for contact in &acme.contact {
+            let address = contact.strip_prefix("mailto:").unwrap_or("");
+            let ok = address.split_once('@').is_some_and(|(user, host)| {
+                !user.is_empty() && !host.is_empty() && !host.contains('@')
+            }) && !address.contains(|c: char| c.is_whitespace() || c == ',');
+            if !ok {
+                return Err(self.invalid(
+                    "tls.acme.contact",
+                    format_args!("has {contact:?}: each must be mailto:USER@HOST"),
+                ));
+            }
+        }
+        let rest = acme.directory.strip_prefix("https://").unwrap_or("");
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty() || host.contains('@') || crate::tls::redirect::valid_host(host).is_none()
+        {
+            return Err(self.invalid(
+                "tls.acme.directory",
+                format_args!("is {:?}: must be an https:// URL", acme.directory),
+            ));
+        }
+        if acme.cache_dir.as_os_str().is_empty() {
+            return Err(self.invalid("tls.acme.cache_dir", "is empty: give a directory"));
+        }
+        const HOUR: Duration = Duration::from_secs(3600);
+        const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
+        if !(HOUR..=YEAR).contains(&acme.renew_before) {
+            return Err(self.invalid(
+                "tls.acme.renew_before",
+                format_args!(
+                    "is {:?}: must be between 1h and 8784h (a year)",
+                    acme.renew_before
+                ),
+            ));
         }
         Ok(())
     }
@@ -1200,6 +1320,37 @@ struct FileTls {
     #[serde(default, deserialize_with = "opt_duration")]
     hsts_max_age: Option<Duration>,
     https_port: Option<u16>,
+    acme: Option<FileAcme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAcme {
+    domains: Vec<String>,
+    #[serde(default)]
+    contact: Vec<String>,
+    directory: Option<String>,
+    cache_dir: PathBuf,
+    #[serde(default, deserialize_with = "opt_duration")]
+    renew_before: Option<Duration>,
+    directory_ca: Option<PathBuf>,
+}
+
+impl FileAcme {
+    fn into_config(self) -> AcmeConfig {
+        AcmeConfig {
+            domains: self.domains,
+            contact: self.contact,
+            directory: self
+                .directory
+                .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned()),
+            cache_dir: self.cache_dir,
+            renew_before: self
+                .renew_before
+                .unwrap_or(Duration::from_secs(30 * 24 * 3600)),
+            directory_ca: self.directory_ca,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1402,6 +1553,9 @@ impl FileConfig {
         set(&mut c.tls.reload_interval, tls.reload_interval);
         set(&mut c.tls.hsts_max_age, tls.hsts_max_age.map(Some));
         set(&mut c.tls.https_port, tls.https_port.map(Some));
+        if let Some(acme) = tls.acme {
+            c.tls.acme = Some(acme.into_config());
+        }
     }
 }
 
@@ -1635,6 +1789,90 @@ mod tests {
                 assert!(error.contains(part), "{part:?} not in {error:?}");
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_acme_section_parses_and_its_errors_name_file_line_and_key() {
+        let dir = std::env::temp_dir().join(format!("balancer-acme-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("acme.toml");
+        let head = "backends = [\"a:80\"]\n[tls]\nlisten = \"127.0.0.1:8443\"\n\n[tls.acme]\n";
+        let good = format!(
+            "{head}domains = [\"app.example.com\", \"www.example.com\"]\ncontact = [\"mailto:ops@example.com\"]\ncache_dir = \"acme\"\ndirectory_ca = \"ca.pem\"\n"
+        );
+        std::fs::write(&path, &good).unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        let acme = config.tls.acme.as_ref().unwrap();
+        assert_eq!(acme.domains, ["app.example.com", "www.example.com"]);
+        assert_eq!(acme.directory, LETS_ENCRYPT_DIRECTORY);
+        assert_eq!(acme.renew_before, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(acme.cache_dir, dir.join("acme"));
+        assert_eq!(acme.directory_ca, Some(dir.join("ca.pem")));
+        assert!(config.tls.certificates.is_empty());
+
+        // Restart-only: a reload changing it is refused, naming the key.
+        let mut next = config.clone();
+        next.tls
+            .acme
+            .as_mut()
+            .unwrap()
+            .domains
+            .push("more.example.com".into());
+        let error = config.check_reloadable(&next).unwrap_err().to_string();
+        assert!(error.contains("tls.acme changed"), "{error}");
+
+        for (body, wanted) in [
+            (
+                "domains = []\ncache_dir = \"c\"\n",
+                ["acme.toml:6", "tls.acme.domains", "empty"],
+            ),
+            (
+                "domains = [\"*.example.com\"]\ncache_dir = \"c\"\n",
+                ["acme.toml:6", "tls.acme.domains", "wildcard"],
+            ),
+            (
+                "domains = [\"127.0.0.1\"]\ncache_dir = \"c\"\n",
+                ["acme.toml:6", "tls.acme.domains", "address"],
+            ),
+            (
+                "domains = [\"a.example.com\"]\ncontact = [\"ops@example.com\"]\ncache_dir = \"c\"\n",
+                ["acme.toml:7", "tls.acme.contact", "mailto:"],
+            ),
+            (
+                "domains = [\"a.example.com\"]\ndirectory = \"http://ca.test/dir\"\ncache_dir = \"c\"\n",
+                ["acme.toml:7", "tls.acme.directory", "https://"],
+            ),
+            (
+                "domains = [\"a.example.com\"]\ncache_dir = \"c\"\nrenew_before = \"10m\"\n",
+                ["acme.toml:8", "tls.acme.renew_before", "between"],
+            ),
+            (
+                "domains = [\"a.example.com\"]\ncache_dir = \"c\"\nrenew = \"10m\"\n",
+                ["acme.toml", "line 8", "renew"],
+            ),
+        ] {
+            std::fs::write(&path, format!("{head}{body}")).unwrap();
+            let error = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            for part in wanted {
+                assert!(error.contains(part), "{part:?} not in {error:?}");
+            }
+        }
+        // ACME without the HTTPS listener.
+        std::fs::write(
+            &path,
+            "backends = [\"a:80\"]\n[tls.acme]\ndomains = [\"a.example.com\"]\ncache_dir = \"c\"\n",
+        )
+        .unwrap();
+        let error = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("tls.acme") && error.contains("tls.listen is not"),
+            "{error}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -51,6 +51,8 @@ pub struct Balancer {
     listener: TcpListener,
     /// The HTTPS listener and its TLS set-up, when `tls.listen` is set.
     tls: Option<(TcpListener, tls::Tls)>,
+    /// Automatic certificates, when `[tls.acme]` is set.
+    acme: Option<Arc<tls::acme::Acme>>,
     config: Arc<Config>,
     registry: Arc<Registry>,
     proxy: Arc<Proxy>,
@@ -78,6 +80,12 @@ impl Balancer {
         // is bound or resolved.
         let tls = match config.tls.listen {
             Some(_) => Some(tls::Tls::build(&config).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        // The cached ACME certificate is served from the first handshake on.
+        let acme = match &tls {
+            Some(tls) => tls::acme::Acme::new(&config, tls.store.clone())
+                .map_err(|e| std::io::Error::other(tls::TlsError::from(e)))?,
             None => None,
         };
         let key = match &config.sticky.key {
@@ -134,6 +142,11 @@ impl Balancer {
                 config.tls.reload_interval,
             ));
         }
+        if let Some(acme) = &acme {
+            // Its challenges are answered once the listeners serve (`run_until_stopped`);
+            // until then the authority's requests wait in the listen backlog.
+            background.push(acme.clone().spawn());
+        }
         let stats = Arc::new(metrics::ProxyStats::default());
         let reloads = Arc::new(reload::ReloadStats::default());
         let admin = match config.admin.listen {
@@ -181,6 +194,7 @@ impl Balancer {
         Ok(Self {
             listener,
             tls,
+            acme,
             config,
             registry,
             proxy,
@@ -235,6 +249,11 @@ impl Balancer {
         self.tls.as_ref().map(|(_, tls)| tls.store.clone())
     }
 
+    /// Automatic certificates, if `[tls.acme]` is set.
+    pub fn acme(&self) -> Option<Arc<tls::acme::Acme>> {
+        self.acme.clone()
+    }
+
     /// The live backend set, for inspection.
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.clone()
@@ -245,6 +264,7 @@ impl Balancer {
         let Self {
             listener,
             tls,
+            acme,
             config,
             registry,
             proxy,
@@ -270,12 +290,14 @@ impl Balancer {
                     Some(port) => port,
                     None => socket.local_addr().map_or(443, |a| a.port()),
                 };
+                let mut redirect =
+                    tls::redirect::Redirect::new(port, &config.forwarding.server_names);
+                if let Some(acme) = &acme {
+                    redirect = redirect.with_challenges(acme.challenges());
+                }
                 listeners.push(server::Listener {
                     socket: listener,
-                    front: server::Front::Redirect(tls::redirect::Redirect::new(
-                        port,
-                        &config.forwarding.server_names,
-                    )),
+                    front: server::Front::Redirect(redirect),
                 });
                 listeners.push(server::Listener {
                     socket,

@@ -12,6 +12,11 @@
 //! swapped in only if every file parses and every key matches its certificate; otherwise
 //! the exact problem (which entry, which file, what) is logged once per distinct content
 //! and the old set keeps serving.
+//!
+//! A certificate obtained by ACME (`tls::acme`) sits beside the file set, in its own slot
+//! swapped the same way: it serves its own names first, and is the default when no file
+//! certificate is configured. Until there is one, a handshake nothing can serve is
+//! refused (rustls sends an alert).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -54,7 +59,8 @@ pub struct CertSet {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// `*.example.com` certificates, by the part after `*.`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+    /// `None` only when no file certificate is configured (ACME provides them).
+    default: Option<Arc<CertifiedKey>>,
     /// The names of each entry, in configured order, for logs and inspection.
     names: Vec<Vec<String>>,
     /// Of the files' contents, to tell a change.
@@ -64,14 +70,14 @@ pub struct CertSet {
 impl CertSet {
     /// The certificate for `server_name`: an exact name, else a wildcard covering it, else
     /// the default (as other servers do: the client then reports the mismatch itself).
-    pub fn for_name(&self, server_name: &str) -> &Arc<CertifiedKey> {
+    pub fn for_name(&self, server_name: &str) -> Option<&Arc<CertifiedKey>> {
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();
         if let Some(key) = self.exact.get(&name) {
-            return key;
+            return Some(key);
         }
         name.split_once('.')
             .and_then(|(_, parent)| self.wildcard.get(parent))
-            .unwrap_or(&self.default)
+            .or(self.default.as_ref())
     }
 
     /// The DNS names of each configured entry, in order.
@@ -80,10 +86,19 @@ impl CertSet {
     }
 }
 
+/// A certificate obtained by ACME and the names it serves.
+#[derive(Debug)]
+pub struct Managed {
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+}
+
 /// The resolver rustls asks for a certificate on each handshake.
 #[derive(Debug)]
 pub struct CertStore {
     current: ArcSwap<CertSet>,
+    /// The ACME certificate, once there is one.
+    managed: ArcSwapOption<Managed>,
     entries: Vec<Entry>,
     provider: Arc<CryptoProvider>,
     /// Sets swapped in after the first.
@@ -109,6 +124,7 @@ impl CertStore {
         let set = parse_all(&entries, &contents, &provider)?;
         Ok(Self {
             current: ArcSwap::from_pointee(set),
+            managed: ArcSwapOption::empty(),
             entries,
             provider,
             reloads: AtomicU64::new(0),
@@ -119,6 +135,35 @@ impl CertStore {
     /// The set being served.
     pub fn current(&self) -> Arc<CertSet> {
         self.current.load_full()
+    }
+
+    /// Swaps in the ACME certificate: new handshakes for its names get it.
+    pub fn set_managed(&self, managed: Managed) {
+        self.managed.store(Some(Arc::new(managed)));
+    }
+
+    /// The ACME certificate being served, if any.
+    pub fn managed(&self) -> Option<Arc<Managed>> {
+        self.managed.load_full()
+    }
+
+    /// The certificate a client naming `server_name` (or none) gets, if any.
+    pub fn for_name(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let managed = self.managed.load();
+        if let (Some(managed), Some(name)) = (managed.as_ref(), server_name) {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if managed.names.contains(&name) {
+                return Some(managed.key.clone());
+            }
+        }
+        let set = self.current.load();
+        let from_files = match server_name {
+            Some(name) => set.for_name(name),
+            None => set.default.as_ref(),
+        };
+        from_files
+            .cloned()
+            .or_else(|| managed.as_ref().map(|m| m.key.clone()))
     }
 
     /// How many changed sets were swapped in since start-up.
@@ -176,11 +221,7 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let set = self.current.load();
-        Some(match hello.server_name() {
-            Some(name) => set.for_name(name).clone(),
-            None => set.default.clone(),
-        })
+        self.for_name(hello.server_name())
     }
 }
 
@@ -319,12 +360,6 @@ fn parse_all(
         }
         names.push(dns);
     }
-    let default = default.ok_or_else(|| CertError {
-        origin: "configuration".to_owned(),
-        index: 0,
-        path: PathBuf::new(),
-        problem: "no certificate configured".to_owned(),
-    })?;
     Ok(CertSet {
         exact,
         wildcard,
@@ -337,7 +372,12 @@ fn parse_all(
 /// The end of a certificate's validity (`notAfter`), read from its DER; `None` when the
 /// structure is not the expected one (webpki already accepted the certificate, so that
 /// would be an oddity, not worth refusing it for).
-fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
+pub(crate) fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
+    validity(cert).map(|(_, end)| end)
+}
+
+/// A certificate's validity (`notBefore`, `notAfter`), read from its DER.
+pub(crate) fn validity(cert: &CertificateDer<'_>) -> Option<(SystemTime, SystemTime)> {
     let (_, certificate) = der_item(cert.as_ref(), 0x30)?;
     let (_, mut tbs) = der_item(certificate, 0x30)?;
     // [0] version, optional.
@@ -349,12 +389,18 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
         tbs = der_skip(tbs)?;
     }
     let (_, validity) = der_item(tbs, 0x30)?;
-    let not_before_len = der_skip(validity)?;
-    let tag = *not_before_len.first()?;
-    let (_, time) = der_item(not_before_len, tag)?;
+    let (after_start, start) = der_time(validity)?;
+    let (_, end) = der_time(after_start)?;
+    Some((start, end))
+}
+
+/// The UTCTime or GeneralizedTime at the start of `bytes`: (the rest after it, the time).
+fn der_time(bytes: &[u8]) -> Option<(&[u8], SystemTime)> {
+    let tag = *bytes.first()?;
+    let (rest, time) = der_item(bytes, tag)?;
     let text = std::str::from_utf8(time).ok()?;
     let digits = text.strip_suffix('Z')?;
-    let (year, rest) = match tag {
+    let (year, fields) = match tag {
         // UTCTime: two-digit year, 1950-2049 (RFC 5280 4.1.2.5.1).
         0x17 => {
             let yy: i64 = digits.get(..2)?.parse().ok()?;
@@ -363,12 +409,15 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
         0x18 => (digits.get(..4)?.parse().ok()?, &digits[4..]),
         _ => return None,
     };
-    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let field = |i: usize| -> Option<i64> { fields.get(i..i + 2)?.parse().ok() };
     let (month, day, hour, minute, second) =
         (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))
+    Some((
+        rest,
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?),
+    ))
 }
 
 /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (H. Hinnant's
@@ -431,5 +480,86 @@ mod tests {
         let end = not_after(cert.der()).unwrap();
         let days = end.duration_since(UNIX_EPOCH).unwrap().as_secs() / 86_400;
         assert_eq!(days as i64, days_from_civil(2031, 7, 15));
+    }
+
+    fn self_signed(name: &str) -> (String, String, Arc<CertifiedKey>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let certified = CertifiedKey::from_der(
+            vec![cert.der().clone()],
+            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+            &crate::tls::provider(),
+        )
+        .unwrap();
+        (cert.pem(), key.serialize_pem(), Arc::new(certified))
+    }
+
+    #[test]
+    fn the_acme_certificate_serves_its_names_and_is_the_default_without_files() {
+        let provider = crate::tls::provider();
+        // ACME only: nothing to serve until it has a certificate, then it serves all.
+        let store = CertStore::load(&Config::default(), provider.clone()).unwrap();
+        assert!(store.for_name(Some("app.test")).is_none());
+        assert!(store.for_name(None).is_none());
+        let (_, _, acme) = self_signed("app.test");
+        store.set_managed(Managed {
+            names: vec!["app.test".into()],
+            key: acme.clone(),
+        });
+        for name in [
+            Some("app.test"),
+            Some("APP.test."),
+            Some("other.test"),
+            None,
+        ] {
+            assert!(
+                Arc::ptr_eq(&store.for_name(name).unwrap(), &acme),
+                "{name:?}"
+            );
+        }
+
+        // Beside a file certificate: each serves its own names, the file is the default.
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_pem, key_pem, _) = self_signed("files.test");
+        std::fs::write(dir.path().join("c.pem"), cert_pem).unwrap();
+        std::fs::write(dir.path().join("k.pem"), key_pem).unwrap();
+        let mut config = Config::default();
+        config.tls.certificates = vec![CertificateSpec {
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("k.pem"),
+            default: false,
+        }];
+        let store = CertStore::load(&config, provider).unwrap();
+        store.set_managed(Managed {
+            names: vec!["app.test".into()],
+            key: acme.clone(),
+        });
+        assert!(Arc::ptr_eq(
+            &store.for_name(Some("app.test")).unwrap(),
+            &acme
+        ));
+        for name in [Some("files.test"), Some("other.test"), None] {
+            assert!(
+                !Arc::ptr_eq(&store.for_name(name).unwrap(), &acme),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validity_reads_both_ends() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2049, 12, 31);
+        params.not_after = rcgen::date_time_ymd(2050, 1, 2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (start, end) = validity(cert.der()).unwrap();
+        let day = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs() / 86_400;
+        // 2049 is a UTCTime, 2050 a GeneralizedTime (RFC 5280).
+        assert_eq!(day(start) as i64, days_from_civil(2049, 12, 31));
+        assert_eq!(day(end) as i64, days_from_civil(2050, 1, 2));
     }
 }

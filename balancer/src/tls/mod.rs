@@ -9,10 +9,11 @@
 //! `X-Forwarded-Proto: https` for the backends and, if configured, HSTS on the answers.
 //!
 //! Seams for what comes later: ALPN is set here (only `http/1.1` today; `h2` joins it with
-//! HTTP/2), a certificate obtained by ACME can be one more entry of the [`certs::CertStore`]
-//! the resolver reads, and [`redirect::ACME_CHALLENGE_PREFIX`] is the one path the redirect
-//! leaves alone (proxied to the backends today, answered by an ACME module later).
+//! HTTP/2). A certificate obtained by ACME ([`acme`]) sits in its own slot of the
+//! [`certs::CertStore`] the resolver reads, and its HTTP-01 challenges are answered under
+//! [`redirect::ACME_CHALLENGE_PREFIX`], the one path the redirect leaves alone.
 
+pub mod acme;
 pub mod certs;
 pub mod redirect;
 
@@ -54,6 +55,8 @@ impl std::fmt::Debug for Tls {
 pub enum TlsError {
     #[error(transparent)]
     Certificate(#[from] CertError),
+    #[error(transparent)]
+    Acme(#[from] acme::AcmeError),
     #[error("TLS set-up: {0}")]
     Rustls(#[from] rustls::Error),
 }

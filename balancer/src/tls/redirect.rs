@@ -1,8 +1,9 @@
 //! The plain listener when HTTPS is on: every request is answered `308 Permanent Redirect`
 //! to the same host and target over HTTPS (308 keeps the method and body, unlike 301),
 //! except the ACME HTTP-01 challenge path, which a certificate authority fetches over plain
-//! HTTP and which is proxied to the backends like any request (an ACME module will answer
-//! it itself later, here).
+//! HTTP: a token of the balancer's own pending ACME order (`tls::acme`) is answered here,
+//! any other is proxied to the backends like any request (so an app's own ACME client
+//! behind the balancer keeps working).
 //!
 //! The request passes the proxy's own checks first (`proxy::guard`: no CONNECT, one Host,
 //! absolute-form only for this site's names), so the redirect never points anywhere the
@@ -19,6 +20,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use crate::proxy::body::ClientBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::guard;
+use crate::tls::acme::Challenges;
 
 /// Requests under this path are not redirected.
 pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -29,6 +31,8 @@ pub struct Redirect {
     port: u16,
     /// `forwarding.server_names`: the names an absolute-form target may carry.
     server_names: Arc<[String]>,
+    /// The balancer's own pending HTTP-01 challenges, with ACME on.
+    challenges: Option<Arc<Challenges>>,
 }
 
 impl Redirect {
@@ -36,13 +40,24 @@ impl Redirect {
         Self {
             port,
             server_names: server_names.into(),
+            challenges: None,
         }
     }
 
-    /// The answer for `request`, or `None` when it must be proxied (the ACME path).
+    /// Answers the tokens of `challenges` under [`ACME_CHALLENGE_PREFIX`].
+    pub fn with_challenges(mut self, challenges: Arc<Challenges>) -> Self {
+        self.challenges = Some(challenges);
+        self
+    }
+
+    /// The answer for `request`, or `None` when it must be proxied (the ACME path, unless
+    /// it names one of the balancer's own challenge tokens).
     pub fn answer<B>(&self, request: &Request<B>) -> Option<Response<ClientBody>> {
-        if request.uri().path().starts_with(ACME_CHALLENGE_PREFIX) {
-            return None;
+        if let Some(token) = request.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX) {
+            return self
+                .challenges
+                .as_ref()
+                .and_then(|challenges| challenges.answer(token));
         }
         Some(match self.location(request) {
             Ok(location) => {

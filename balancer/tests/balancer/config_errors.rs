@@ -217,3 +217,27 @@ fn a_sticky_key_that_does_not_parse_is_not_quoted() {
     assert!(error.contains("line 3: sticky.key"), "{error}");
     assert!(!error.contains("half-written"), "{error}");
 }
+
+#[tokio::test]
+async fn an_acme_set_up_that_cannot_work_stops_the_start_naming_its_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "backends = [\"127.0.0.1:9\"]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nlisten = \"127.0.0.1:0\"\n\n[tls.acme]\ndomains = [\"app.hitscale.test\"]\ndirectory = \"https://127.0.0.1:9/dir\"\ncache_dir = \"acme\"\ndirectory_ca = \"missing-ca.pem\"\n",
+    );
+    let path = file.to_str().unwrap();
+    let (code, stderr) = run(&["--config", path], &[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("config file {path}:11: tls.acme.directory_ca")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing-ca.pem"), "{stderr}");
+
+    // A CA file that holds no certificate.
+    std::fs::write(dir.path().join("missing-ca.pem"), "not a certificate\n").unwrap();
+    let (code, stderr) = run(&["--config", path], &[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("tls.acme.directory_ca"), "{stderr}");
+    assert!(stderr.contains("no CERTIFICATE"), "{stderr}");
+}

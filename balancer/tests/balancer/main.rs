@@ -1,5 +1,6 @@
 //! Integration tests for the balancer: real sockets on loopback, backends on port 0.
 
+mod acme;
 mod admin;
 mod algorithms;
 mod backend_wire;
