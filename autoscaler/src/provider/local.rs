@@ -78,6 +78,11 @@ impl LocalProvider {
         }
     }
 
+    /// The process id of instance `id`, while it runs.
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        self.running().get(id).and_then(|r| r.child.id())
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         // A panic while holding the lock leaves a consistent map (every change is one call).
         self.running

@@ -5,4 +5,5 @@
 mod binary;
 mod plot;
 mod provider;
+mod recovery;
 mod scaling;
