@@ -154,10 +154,10 @@ impl<P: Provider> Scaler<P> {
                 return;
             }
         };
-        self.rates.push(now, &backends);
         let addresses: Vec<SocketAddr> = self.members.iter().map(|m| m.address).collect();
+        self.rates.push(now, &backends, &addresses);
         let current = self.members.len() as u32;
-        let rps = self.rates.rate(&addresses);
+        let rps = self.rates.rate();
         let in_flight: u64 = backends
             .iter()
             .filter(|b| addresses.contains(&b.address))

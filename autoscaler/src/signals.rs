@@ -210,26 +210,48 @@ fn parse_answer(answer: &[u8]) -> Option<(u16, Value)> {
     Some((status, json))
 }
 
-/// Request counters sampled over time, giving requests per second over the last `window`.
+/// Requests per second to the instances in service, over the last `window`.
+///
+/// The balancer's counters are per backend and vanish with it, so a plain "sum now minus sum
+/// then" would lose a removed instance's requests and read a scale-down as a drop in load.
+/// Instead each sample adds the members' increments since the previous sample to one running
+/// total, which only grows; the rate is that total's difference over the window. A backend
+/// absent from the previous sample joined since, with its counter at zero, so all of its
+/// count is new; one whose counter went down was removed and added again, and counts from
+/// zero too.
 #[derive(Debug)]
 pub struct RateWindow {
     window: Duration,
-    samples: VecDeque<(Instant, HashMap<SocketAddr, u64>)>,
+    previous: HashMap<SocketAddr, u64>,
+    total: u64,
+    samples: VecDeque<(Instant, u64)>,
 }
 
 impl RateWindow {
     pub fn new(window: Duration) -> Self {
         RateWindow {
             window,
+            previous: HashMap::new(),
+            total: 0,
             samples: VecDeque::new(),
         }
     }
 
-    /// Records the counters listed at `now`, and forgets samples the window no longer
-    /// needs (it keeps the newest one older than the window, its start).
-    pub fn push(&mut self, now: Instant, backends: &[BackendStatus]) {
-        let counters = backends.iter().map(|b| (b.address, b.requests)).collect();
-        self.samples.push_back((now, counters));
+    /// Records the counters listed at `now`, counting the increments of `members` only,
+    /// and forgets samples the window no longer needs (it keeps the newest one older than
+    /// the window: its start).
+    pub fn push(&mut self, now: Instant, backends: &[BackendStatus], members: &[SocketAddr]) {
+        for backend in backends.iter().filter(|b| members.contains(&b.address)) {
+            let before = self
+                .previous
+                .get(&backend.address)
+                .copied()
+                .filter(|&before| before <= backend.requests)
+                .unwrap_or(0);
+            self.total += backend.requests - before;
+        }
+        self.previous = backends.iter().map(|b| (b.address, b.requests)).collect();
+        self.samples.push_back((now, self.total));
         while self.samples.len() > 2
             && (self.samples.len() > MAX_SAMPLES
                 || now.saturating_duration_since(self.samples[1].0) >= self.window)
@@ -238,26 +260,12 @@ impl RateWindow {
         }
     }
 
-    /// Requests per second sent to `members` together, from the oldest sample kept to the
-    /// newest; `None` before two samples. A member absent from the oldest sample joined
-    /// since, with its counter at zero, so all of its count belongs to the span; a member
-    /// whose counter went down was removed and added again, and counts from zero too.
-    pub fn rate(&self, members: &[SocketAddr]) -> Option<f64> {
+    /// Requests per second from the oldest sample kept to the newest; `None` before two.
+    pub fn rate(&self) -> Option<f64> {
         let (first_at, first) = self.samples.front()?;
         let (last_at, last) = self.samples.back()?;
         let span = last_at.saturating_duration_since(*first_at).as_secs_f64();
-        if span <= 0.0 {
-            return None;
-        }
-        let requests: u64 = members
-            .iter()
-            .filter_map(|member| {
-                let now = *last.get(member)?;
-                let then = first.get(member).copied().filter(|&then| then <= now);
-                Some(now - then.unwrap_or(0))
-            })
-            .sum();
-        Some(requests as f64 / span)
+        (span > 0.0).then(|| (last - first) as f64 / span)
     }
 }
 
@@ -279,34 +287,57 @@ mod tests {
     }
 
     #[test]
-    fn rate_is_requests_over_the_span() {
+    fn rate_is_the_members_requests_over_the_span() {
         let mut w = RateWindow::new(Duration::from_secs(10));
         let t0 = Instant::now();
-        assert_eq!(w.rate(&[addr(1)]), None);
-        w.push(t0, &[status(1, 100), status(2, 50)]);
-        assert_eq!(w.rate(&[addr(1)]), None, "one sample is no rate");
+        let members = [addr(1), addr(2)];
+        assert_eq!(w.rate(), None);
+        w.push(t0, &[status(1, 100), status(2, 50), status(3, 7)], &members);
+        assert_eq!(w.rate(), None, "one sample is no rate");
         w.push(
             t0 + Duration::from_secs(2),
-            &[status(1, 300), status(2, 50)],
+            &[status(1, 300), status(2, 50), status(3, 900)],
+            &members,
         );
-        assert_eq!(w.rate(&[addr(1), addr(2)]), Some(100.0));
-        // Only members count.
-        assert_eq!(w.rate(&[addr(2)]), Some(0.0));
+        // 200 requests to the members in 2 s; backend 3 is not one of them.
+        assert_eq!(w.rate(), Some(100.0));
     }
 
     #[test]
     fn a_member_that_joined_counts_from_zero() {
         let mut w = RateWindow::new(Duration::from_secs(10));
         let t0 = Instant::now();
-        w.push(t0, &[status(1, 100)]);
+        let members = [addr(1), addr(2)];
+        w.push(t0, &[status(1, 100)], &members);
         w.push(
             t0 + Duration::from_secs(1),
             &[status(1, 150), status(2, 30)],
+            &members,
         );
-        assert_eq!(w.rate(&[addr(1), addr(2)]), Some(80.0));
-        // Removed and added again: its counter restarted.
-        w.push(t0 + Duration::from_secs(2), &[status(1, 200), status(2, 5)]);
-        assert_eq!(w.rate(&[addr(2)]), Some(2.5));
+        assert_eq!(w.rate(), Some(80.0));
+        // Removed and added again: its counter restarted at zero.
+        w.push(
+            t0 + Duration::from_secs(2),
+            &[status(1, 200), status(2, 5)],
+            &members,
+        );
+        // (50 + 30 + 50 + 5) requests in 2 s.
+        assert_eq!(w.rate(), Some(67.5));
+    }
+
+    #[test]
+    fn a_removed_member_keeps_the_requests_it_served() {
+        let mut w = RateWindow::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        w.push(t0, &[status(1, 0), status(2, 0)], &[addr(1), addr(2)]);
+        w.push(
+            t0 + Duration::from_secs(1),
+            &[status(1, 50), status(2, 50)],
+            &[addr(1), addr(2)],
+        );
+        // 2 left the set: the load it carried moved to 1, and the rate stays 100/s.
+        w.push(t0 + Duration::from_secs(2), &[status(1, 150)], &[addr(1)]);
+        assert_eq!(w.rate(), Some(100.0));
     }
 
     #[test]
@@ -314,11 +345,15 @@ mod tests {
         let mut w = RateWindow::new(Duration::from_secs(1));
         let t0 = Instant::now();
         for i in 0..10u64 {
-            w.push(t0 + Duration::from_millis(250 * i), &[status(1, 1000 * i)]);
+            w.push(
+                t0 + Duration::from_millis(250 * i),
+                &[status(1, 1000 * i)],
+                &[addr(1)],
+            );
         }
-        // 4 steps of 250 ms kept (the window's start and what follows): 4 rps per ms.
+        // The window's start and what follows: 4 steps of 250 ms, 4000 requests.
         assert_eq!(w.samples.len(), 5);
-        assert_eq!(w.rate(&[addr(1)]), Some(4000.0));
+        assert_eq!(w.rate(), Some(4000.0));
     }
 
     #[test]
