@@ -1,0 +1,459 @@
+//! Command-line flags (each with an `AUTOSCALER_*` variable) and their validation into a
+//! typed [`Config`]. Every error names the flag and its variable, or the file, so the
+//! process stops before it starts or stops anything.
+//!
+//! The admin token comes from `BALANCER_ADMIN_TOKEN` (the variable the balancer reads) or
+//! `--admin-token-file`, never from a flag: a command line is visible to every user.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use secrecy::SecretString;
+
+use crate::controller::{Policy, Targets};
+use crate::provider::local::LocalConfig;
+use crate::scaler::ScalerConfig;
+
+/// The variable the admin token is read from (the balancer's own).
+pub const TOKEN_VAR: &str = "BALANCER_ADMIN_TOKEN";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "autoscaler",
+    version,
+    about = "Adds and removes hits instances behind the balancer with the load (HPA-style), \
+             draining each through the admin API before it stops.",
+    after_help = "The admin token is read from BALANCER_ADMIN_TOKEN or --admin-token-file.\n\n\
+                  Example (the seed's rule: up above 80 % of 50 rps, down below 30 %):\n  \
+                  autoscaler --admin 127.0.0.1:9000 --target-rps-per-instance 27.5 \\\n    \
+                  --tolerance 0.4545 --max-step 1 --min 1 --max 6"
+)]
+pub struct Opts {
+    /// The balancer's admin API (its `admin.listen`).
+    #[arg(long, env = "AUTOSCALER_ADMIN", value_name = "HOST:PORT")]
+    pub admin: SocketAddr,
+    /// A file holding the admin token (instead of BALANCER_ADMIN_TOKEN).
+    #[arg(long, env = "AUTOSCALER_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Where to serve `GET /metrics`.
+    #[arg(
+        long,
+        env = "AUTOSCALER_LISTEN",
+        default_value = "127.0.0.1:9100",
+        value_name = "HOST:PORT"
+    )]
+    pub listen: SocketAddr,
+
+    /// The fewest instances.
+    #[arg(long, env = "AUTOSCALER_MIN", default_value_t = 1)]
+    pub min: u32,
+    /// The most instances.
+    #[arg(long, env = "AUTOSCALER_MAX", default_value_t = 10)]
+    pub max: u32,
+    /// The most instances one decision adds or removes.
+    #[arg(long, env = "AUTOSCALER_MAX_STEP", default_value_t = 4)]
+    pub max_step: u32,
+    /// Target requests per second per instance.
+    #[arg(long, env = "AUTOSCALER_TARGET_RPS_PER_INSTANCE", value_name = "RPS")]
+    pub target_rps_per_instance: Option<f64>,
+    /// Target requests in flight per instance.
+    #[arg(
+        long,
+        env = "AUTOSCALER_TARGET_IN_FLIGHT_PER_INSTANCE",
+        value_name = "N"
+    )]
+    pub target_in_flight_per_instance: Option<f64>,
+    /// No change while observed/target is within 1 +- this.
+    #[arg(long, env = "AUTOSCALER_TOLERANCE", default_value_t = 0.1)]
+    pub tolerance: f64,
+    /// Scale down only to the highest recommendation made over this window.
+    #[arg(long, env = "AUTOSCALER_SCALE_DOWN_WINDOW", default_value = "5m", value_parser = parse_duration)]
+    pub scale_down_window: Duration,
+    /// How often to decide.
+    #[arg(long, env = "AUTOSCALER_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Requests per second are averaged over this window.
+    #[arg(long, env = "AUTOSCALER_RATE_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    pub rate_window: Duration,
+    /// How long a new instance may take to be healthy in the balancer.
+    #[arg(long, env = "AUTOSCALER_READY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+    /// How long a draining instance may take to finish its requests.
+    #[arg(long, env = "AUTOSCALER_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// The `hits` executable the local provider runs.
+    #[arg(
+        long,
+        env = "AUTOSCALER_HITS_BINARY",
+        default_value = "hits",
+        value_name = "PATH"
+    )]
+    pub hits_binary: PathBuf,
+    /// An extra variable for each instance (repeatable); the autoscaler's own environment
+    /// (DATABASE_URL, REDIS_URL, ...) is inherited.
+    #[arg(long = "instance-env", value_name = "KEY=VALUE")]
+    pub instance_env: Vec<String>,
+    /// Instance ids are `<prefix>-<start time>-<n>`.
+    #[arg(long, env = "AUTOSCALER_INSTANCE_PREFIX", default_value = "auto")]
+    pub instance_prefix: String,
+    /// How long an instance may take to report its address.
+    #[arg(long, env = "AUTOSCALER_START_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub start_timeout: Duration,
+    /// From SIGTERM to the kill of a stopping instance.
+    #[arg(long, env = "AUTOSCALER_STOP_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+}
+
+/// A value that does not fit, named by its flag and variable (or file).
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct ConfigError {
+    pub origin: String,
+    pub message: String,
+}
+
+fn invalid(flag: &str, var: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        origin: format!("--{flag} ({var})"),
+        message: message.into(),
+    }
+}
+
+/// Everything the binary needs, validated.
+#[derive(Debug)]
+pub struct Config {
+    pub admin: SocketAddr,
+    pub token: Option<SecretString>,
+    pub listen: SocketAddr,
+    pub scaler: ScalerConfig,
+    pub local: LocalConfig,
+}
+
+impl Config {
+    /// Validates `opts`; `token_var` is the value of `BALANCER_ADMIN_TOKEN` (passed in, so
+    /// tests never touch the process environment).
+    pub fn from_opts(opts: &Opts, token_var: Option<String>) -> Result<Config, ConfigError> {
+        if opts.min > opts.max {
+            return Err(invalid(
+                "max",
+                "AUTOSCALER_MAX",
+                format!("{} is below --min ({})", opts.max, opts.min),
+            ));
+        }
+        if opts.max == 0 {
+            return Err(invalid("max", "AUTOSCALER_MAX", "must be at least 1"));
+        }
+        if opts.max > 1000 {
+            return Err(invalid(
+                "max",
+                "AUTOSCALER_MAX",
+                format!("{} is over 1000", opts.max),
+            ));
+        }
+        if opts.max_step == 0 {
+            return Err(invalid(
+                "max-step",
+                "AUTOSCALER_MAX_STEP",
+                "must be at least 1",
+            ));
+        }
+        let target = |value: Option<f64>, flag, var| match value {
+            Some(v) if !(v.is_finite() && v > 0.0) => {
+                Err(invalid(flag, var, format!("{v} must be a positive number")))
+            }
+            other => Ok(other),
+        };
+        let targets = Targets {
+            rps_per_instance: target(
+                opts.target_rps_per_instance,
+                "target-rps-per-instance",
+                "AUTOSCALER_TARGET_RPS_PER_INSTANCE",
+            )?,
+            in_flight_per_instance: target(
+                opts.target_in_flight_per_instance,
+                "target-in-flight-per-instance",
+                "AUTOSCALER_TARGET_IN_FLIGHT_PER_INSTANCE",
+            )?,
+        };
+        if targets.rps_per_instance.is_none() && targets.in_flight_per_instance.is_none() {
+            return Err(invalid(
+                "target-rps-per-instance",
+                "AUTOSCALER_TARGET_RPS_PER_INSTANCE",
+                "no target: give it, or --target-in-flight-per-instance, or both",
+            ));
+        }
+        if !(0.0..1.0).contains(&opts.tolerance) {
+            return Err(invalid(
+                "tolerance",
+                "AUTOSCALER_TOLERANCE",
+                format!("{} must be from 0 to below 1 (0.1 = 10 %)", opts.tolerance),
+            ));
+        }
+        const MS: Duration = Duration::from_millis(1);
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        for (flag, var, value, min) in [
+            ("interval", "AUTOSCALER_INTERVAL", opts.interval, MS),
+            (
+                "rate-window",
+                "AUTOSCALER_RATE_WINDOW",
+                opts.rate_window,
+                MS,
+            ),
+            (
+                "scale-down-window",
+                "AUTOSCALER_SCALE_DOWN_WINDOW",
+                opts.scale_down_window,
+                Duration::ZERO,
+            ),
+            (
+                "ready-timeout",
+                "AUTOSCALER_READY_TIMEOUT",
+                opts.ready_timeout,
+                MS,
+            ),
+            (
+                "drain-timeout",
+                "AUTOSCALER_DRAIN_TIMEOUT",
+                opts.drain_timeout,
+                MS,
+            ),
+            (
+                "start-timeout",
+                "AUTOSCALER_START_TIMEOUT",
+                opts.start_timeout,
+                MS,
+            ),
+            (
+                "stop-timeout",
+                "AUTOSCALER_STOP_TIMEOUT",
+                opts.stop_timeout,
+                MS,
+            ),
+        ] {
+            if value < min || value > DAY {
+                return Err(invalid(
+                    flag,
+                    var,
+                    format!("{value:?} must be from {min:?} to 24h"),
+                ));
+            }
+        }
+        if opts.rate_window < opts.interval {
+            return Err(invalid(
+                "rate-window",
+                "AUTOSCALER_RATE_WINDOW",
+                format!(
+                    "{:?} is shorter than --interval ({:?}): a rate needs two samples",
+                    opts.rate_window, opts.interval
+                ),
+            ));
+        }
+        let prefix_ok = !opts.instance_prefix.is_empty()
+            && opts.instance_prefix.len() <= 32
+            && opts.instance_prefix.chars().all(|c| c.is_ascii_graphic());
+        if !prefix_ok {
+            return Err(invalid(
+                "instance-prefix",
+                "AUTOSCALER_INSTANCE_PREFIX",
+                "must be 1-32 printable ASCII characters without spaces",
+            ));
+        }
+        let mut env = Vec::new();
+        for (n, pair) in opts.instance_env.iter().enumerate() {
+            match pair.split_once('=') {
+                Some((key, value)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
+                    env.push((key.to_owned(), value.to_owned()));
+                }
+                // The text may be a secret (a URL with a password): it is not echoed.
+                _ => {
+                    return Err(ConfigError {
+                        origin: "--instance-env".into(),
+                        message: format!(
+                            "occurrence {} is not KEY=VALUE (not shown: it may hold a secret)",
+                            n + 1
+                        ),
+                    });
+                }
+            }
+        }
+        let token = match (&opts.admin_token_file, token_var) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    origin: format!("--admin-token-file {}", path.display()),
+                    message: format!("cannot read it: {e}"),
+                })?;
+                let token = text.trim().to_owned();
+                if token.is_empty() {
+                    return Err(ConfigError {
+                        origin: format!("--admin-token-file {}", path.display()),
+                        message: "is empty".into(),
+                    });
+                }
+                Some(SecretString::from(token))
+            }
+            (None, Some(value)) if !value.trim().is_empty() => {
+                Some(SecretString::from(value.trim().to_owned()))
+            }
+            (None, _) => None,
+        };
+        Ok(Config {
+            admin: opts.admin,
+            token,
+            listen: opts.listen,
+            scaler: ScalerConfig {
+                interval: opts.interval,
+                rate_window: opts.rate_window,
+                ready_timeout: opts.ready_timeout,
+                drain_timeout: opts.drain_timeout,
+                policy: Policy {
+                    min: opts.min,
+                    max: opts.max,
+                    max_step: opts.max_step,
+                    tolerance: opts.tolerance,
+                    scale_down_window: opts.scale_down_window,
+                    targets,
+                },
+            },
+            local: LocalConfig {
+                binary: opts.hits_binary.clone(),
+                env,
+                id_prefix: opts.instance_prefix.clone(),
+                start_timeout: opts.start_timeout,
+                stop_timeout: opts.stop_timeout,
+            },
+        })
+    }
+}
+
+/// `250ms`, `15s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration (examples: 250ms, 15s, 5m)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (examples: 250ms, 15s, 5m)"))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("`{text}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Opts {
+        let mut all = vec!["autoscaler", "--admin", "127.0.0.1:9000"];
+        all.extend_from_slice(args);
+        Opts::try_parse_from(all).expect("parses")
+    }
+
+    fn error(args: &[&str]) -> String {
+        Config::from_opts(&opts(args), None)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_are_the_hpa_ones() {
+        let config =
+            Config::from_opts(&opts(&["--target-rps-per-instance", "50"]), None).expect("valid");
+        let policy = &config.scaler.policy;
+        assert_eq!((policy.min, policy.max, policy.max_step), (1, 10, 4));
+        assert_eq!(policy.tolerance, 0.1);
+        assert_eq!(policy.scale_down_window, Duration::from_secs(300));
+        assert_eq!(config.scaler.interval, Duration::from_secs(15));
+        assert!(config.token.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_flag_and_variable() {
+        assert_eq!(
+            error(&[
+                "--target-rps-per-instance",
+                "50",
+                "--min",
+                "5",
+                "--max",
+                "2"
+            ]),
+            "--max (AUTOSCALER_MAX): 2 is below --min (5)"
+        );
+        assert!(error(&[]).starts_with(
+            "--target-rps-per-instance (AUTOSCALER_TARGET_RPS_PER_INSTANCE): no target"
+        ));
+        assert!(error(&["--target-rps-per-instance=-3"]).contains("must be a positive number"));
+        assert!(
+            error(&["--target-rps-per-instance", "5", "--tolerance", "1.5"])
+                .starts_with("--tolerance (AUTOSCALER_TOLERANCE)")
+        );
+        assert!(
+            error(&[
+                "--target-rps-per-instance",
+                "5",
+                "--interval",
+                "10s",
+                "--rate-window",
+                "1s"
+            ])
+            .starts_with("--rate-window (AUTOSCALER_RATE_WINDOW)")
+        );
+        let secret = error(&[
+            "--target-rps-per-instance",
+            "5",
+            "--instance-env",
+            "postgres://u:secret@h",
+        ]);
+        assert!(
+            secret.starts_with("--instance-env") && !secret.contains("secret@"),
+            "{secret}"
+        );
+    }
+
+    #[test]
+    fn the_token_comes_from_the_variable_or_a_file() {
+        use secrecy::ExposeSecret;
+        let config = Config::from_opts(
+            &opts(&["--target-rps-per-instance", "5"]),
+            Some(" abc \n".into()),
+        )
+        .expect("valid");
+        assert_eq!(config.token.expect("set").expose_secret(), "abc");
+        let missing = Config::from_opts(
+            &opts(&[
+                "--target-rps-per-instance",
+                "5",
+                "--admin-token-file",
+                "/nonexistent/token",
+            ]),
+            None,
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(missing.starts_with("--admin-token-file /nonexistent/token: cannot read it"));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,390 @@
+//! The loop: every interval, read the balancer's figures, let the [`Controller`] decide, and
+//! act through the [`Provider`] and the admin API, in the order that never fails a request:
+//!
+//! - **add**: start the instance, add it to the balancer (which, with awaited health checks,
+//!   sends it nothing until its first check passes), and count it in service only once the
+//!   balancer lists it `healthy`; one that does not get there within `ready_timeout` is
+//!   removed and stopped;
+//! - **remove**: drain it through the admin API (no new request; those in flight finish),
+//!   wait until the balancer lists it `drained` (none in flight, bounded by
+//!   `drain_timeout`), remove it from the balancer, and only then stop it.
+//!
+//! The instances of one step are started (or retired) concurrently, and the step is done
+//! before the next decision, so a decision always counts what is really in service.
+//! An instance that exits by itself is taken out of the balancer at the next round.
+//! On shutdown the scaler retires every instance it runs, the same way.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::controller::{Controller, Decision, Direction, Observation, Policy};
+use crate::metrics::Metrics;
+use crate::provider::{Instance, Provider};
+use crate::signals::{AdminClient, BackendStatus, RateWindow};
+
+/// How often a wait for a state (healthy, drained) asks the balancer again.
+const STATE_POLL: Duration = Duration::from_millis(50);
+/// The most rounds kept in the published history (for plots and tests).
+pub const MAX_ROUNDS: usize = 100_000;
+
+/// The loop's timing and policy, validated by [`crate::config`].
+#[derive(Debug, Clone)]
+pub struct ScalerConfig {
+    pub interval: Duration,
+    pub rate_window: Duration,
+    pub ready_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub policy: Policy,
+}
+
+/// One round, as published for plots and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Round {
+    /// Since the scaler started.
+    pub at: Duration,
+    /// In service when the round decided.
+    pub current: u32,
+    /// In service once it acted.
+    pub instances: u32,
+    pub desired: u32,
+    pub direction: Direction,
+    /// Requests per second to all instances in service, over the rate window.
+    pub rps: Option<f64>,
+    pub ratio: Option<f64>,
+}
+
+/// The autoscaler: owns the instances it started (or found running at start-up).
+pub struct Scaler<P: Provider> {
+    config: ScalerConfig,
+    provider: Arc<P>,
+    admin: AdminClient,
+    controller: Controller,
+    rates: RateWindow,
+    /// In service, oldest first (scale-down retires the newest).
+    members: Vec<Instance>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    rounds: watch::Sender<VecDeque<Round>>,
+}
+
+impl<P: Provider> Scaler<P> {
+    pub fn new(
+        config: ScalerConfig,
+        provider: Arc<P>,
+        admin: AdminClient,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Scaler {
+            controller: Controller::new(config.policy.clone()),
+            rates: RateWindow::new(config.rate_window),
+            config,
+            provider,
+            admin,
+            members: Vec::new(),
+            metrics,
+            started: Instant::now(),
+            rounds: watch::Sender::new(VecDeque::new()),
+        }
+    }
+
+    /// Every round so far (the latest [`MAX_ROUNDS`]), updated after each.
+    pub fn rounds(&self) -> watch::Receiver<VecDeque<Round>> {
+        self.rounds.subscribe()
+    }
+
+    /// Adopts the instances the provider already runs (adding them to the balancer if
+    /// needed), then decides every interval until `shutdown` completes, then retires every
+    /// instance.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        match self.provider.list().await {
+            Ok(running) => {
+                for instance in running {
+                    match ready(
+                        &self.admin,
+                        instance.address,
+                        self.config.ready_timeout,
+                        true,
+                    )
+                    .await
+                    {
+                        Ok(()) => {
+                            tracing::info!(instance = %instance.id, address = %instance.address, "adopted a running instance");
+                            self.members.push(instance);
+                        }
+                        Err((action, error)) => {
+                            tracing::warn!(instance = %instance.id, action, %error, "cannot adopt a running instance; leaving it alone");
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list the running instances"),
+        }
+        self.metrics.set_instances(self.members.len());
+        let mut ticks = tokio::time::interval(self.config.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = ticks.tick() => self.round().await,
+            }
+        }
+        let all = std::mem::take(&mut self.members);
+        tracing::info!(
+            instances = all.len(),
+            "shutting down: retiring every instance"
+        );
+        self.retire(all).await;
+    }
+
+    async fn round(&mut self) {
+        let now = Instant::now();
+        self.forget_exited().await;
+        let backends = match self.admin.list().await {
+            Ok(backends) => backends,
+            Err(error) => {
+                tracing::warn!(%error, "no figures this round");
+                self.metrics.failed("list");
+                return;
+            }
+        };
+        let addresses: Vec<SocketAddr> = self.members.iter().map(|m| m.address).collect();
+        self.rates.push(now, &backends, &addresses);
+        let current = self.members.len() as u32;
+        let rps = self.rates.rate();
+        let in_flight: u64 = backends
+            .iter()
+            .filter(|b| addresses.contains(&b.address))
+            .map(|b| b.in_flight)
+            .sum();
+        let per = |total: f64| (current > 0).then(|| total / f64::from(current));
+        let observation = Observation {
+            rps_per_instance: rps.and_then(per),
+            in_flight_per_instance: per(in_flight as f64),
+        };
+        let decision = self.controller.decide(now, current, &observation);
+        log(&decision, &observation, rps);
+        self.metrics.decided(
+            &decision,
+            observation.rps_per_instance,
+            observation.in_flight_per_instance,
+        );
+        match decision.direction {
+            Direction::Up => self.add(decision.desired - current).await,
+            Direction::Down => {
+                let keep = decision.desired as usize;
+                let leaving = self.members.split_off(keep.min(self.members.len()));
+                self.retire(leaving).await;
+            }
+            Direction::None => {}
+        }
+        self.metrics.set_instances(self.members.len());
+        let round = Round {
+            at: now.duration_since(self.started),
+            current,
+            instances: self.members.len() as u32,
+            desired: decision.desired,
+            direction: decision.direction,
+            rps,
+            ratio: decision.ratio,
+        };
+        self.rounds.send_modify(|rounds| {
+            if rounds.len() == MAX_ROUNDS {
+                rounds.pop_front();
+            }
+            rounds.push_back(round);
+        });
+    }
+
+    /// Takes instances that exited by themselves out of the set and out of the balancer.
+    async fn forget_exited(&mut self) {
+        let Ok(running) = self.provider.list().await else {
+            return;
+        };
+        let (alive, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.members)
+            .into_iter()
+            .partition(|m| running.iter().any(|r| r.id == m.id));
+        self.members = alive;
+        for instance in gone {
+            tracing::warn!(instance = %instance.id, address = %instance.address, "instance is gone; removing it from the balancer");
+            if let Err(error) = self.admin.remove(instance.address).await {
+                tracing::warn!(%error, "cannot remove a gone instance");
+                self.metrics.failed("remove");
+            }
+        }
+    }
+
+    /// Starts `count` instances at once; each joins the set once the balancer finds it
+    /// healthy.
+    async fn add(&mut self, count: u32) {
+        let mut starting = JoinSet::new();
+        for _ in 0..count {
+            let provider = self.provider.clone();
+            let admin = self.admin.clone();
+            let timeout = self.config.ready_timeout;
+            starting.spawn(async move { launch(&*provider, &admin, timeout).await });
+        }
+        while let Some(result) = starting.join_next().await {
+            match result {
+                Ok(Ok(instance)) => {
+                    tracing::info!(instance = %instance.id, address = %instance.address, "instance in service");
+                    self.members.push(instance);
+                }
+                Ok(Err((action, error))) => {
+                    tracing::warn!(action, %error, "could not add an instance");
+                    self.metrics.failed(action);
+                }
+                Err(error) => tracing::error!(%error, "an instance start panicked"),
+            }
+        }
+    }
+
+    /// Drains, removes and stops `leaving`, all at once.
+    async fn retire(&self, leaving: Vec<Instance>) {
+        let mut retiring = JoinSet::new();
+        for instance in leaving {
+            let provider = self.provider.clone();
+            let admin = self.admin.clone();
+            let timeout = self.config.drain_timeout;
+            let metrics = self.metrics.clone();
+            retiring.spawn(async move {
+                let failures = retire(&*provider, &admin, &instance, timeout).await;
+                for action in failures {
+                    metrics.failed(action);
+                }
+            });
+        }
+        while retiring.join_next().await.is_some() {}
+    }
+}
+
+fn log(decision: &Decision, observation: &Observation, rps: Option<f64>) {
+    tracing::info!(
+        direction = decision.direction.as_str(),
+        current = decision.current,
+        desired = decision.desired,
+        recommendation = decision.recommendation,
+        window_max = decision.window_max,
+        ratio = decision.ratio,
+        within_tolerance = decision.within_tolerance,
+        limited_by = decision.limited_by,
+        rps_total = rps,
+        rps_per_instance = observation.rps_per_instance,
+        in_flight_per_instance = observation.in_flight_per_instance,
+        "decision"
+    );
+}
+
+/// Starts one instance and waits until the balancer sends it traffic; on any failure,
+/// undoes what was done and names the step that failed.
+async fn launch<P: Provider>(
+    provider: &P,
+    admin: &AdminClient,
+    ready_timeout: Duration,
+) -> Result<Instance, (&'static str, String)> {
+    let instance = provider
+        .start()
+        .await
+        .map_err(|e| ("start", e.to_string()))?;
+    match ready(admin, instance.address, ready_timeout, true).await {
+        Ok(()) => Ok(instance),
+        Err(error) => {
+            let _ = admin.remove(instance.address).await;
+            let _ = provider.stop(&instance.id).await;
+            Err(error)
+        }
+    }
+}
+
+/// Adds `address` to the balancer (if `add`) and waits until it is listed `healthy`.
+async fn ready(
+    admin: &AdminClient,
+    address: SocketAddr,
+    timeout: Duration,
+    add: bool,
+) -> Result<(), (&'static str, String)> {
+    if add {
+        admin
+            .add(address)
+            .await
+            .map_err(|e| ("add", e.to_string()))?;
+    }
+    wait_for(admin, timeout, address, "healthy")
+        .await
+        .map_err(|last| {
+            (
+                "ready",
+                format!("{address} not healthy within {timeout:?} (last seen: {last})"),
+            )
+        })
+}
+
+/// Drain, wait until drained, remove, stop; returns the actions that failed.
+async fn retire<P: Provider>(
+    provider: &P,
+    admin: &AdminClient,
+    instance: &Instance,
+    drain_timeout: Duration,
+) -> Vec<&'static str> {
+    let address = instance.address;
+    let mut failures = Vec::new();
+    match admin.drain(address).await {
+        Ok(()) => {
+            if let Err(last) = wait_for(admin, drain_timeout, address, "drained").await {
+                // Removal still lets its requests finish (they hold the backend), and the
+                // app's own graceful stop finishes what it is serving.
+                tracing::warn!(instance = %instance.id, %address, timeout = ?drain_timeout, last, "not drained in time; removing it anyway");
+                failures.push("drain");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(instance = %instance.id, %error, "cannot drain; removing it anyway");
+            failures.push("drain");
+        }
+    }
+    if let Err(error) = admin.remove(address).await {
+        // Stopping it now could fail requests the balancer still sends it: keep it running.
+        tracing::error!(instance = %instance.id, %error, "cannot remove it from the balancer; not stopping it");
+        failures.push("remove");
+        return failures;
+    }
+    match provider.stop(&instance.id).await {
+        Ok(()) => tracing::info!(instance = %instance.id, %address, "instance retired"),
+        Err(error) => {
+            tracing::warn!(instance = %instance.id, %error, "cannot stop it");
+            failures.push("stop");
+        }
+    }
+    failures
+}
+
+/// Polls the balancer's list until it shows `address` in `state`, at most `timeout`; the
+/// error is the last state seen, for the log.
+async fn wait_for(
+    admin: &AdminClient,
+    timeout: Duration,
+    address: SocketAddr,
+    state: &str,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match admin.list().await {
+            Ok(backends) => match backends.iter().find(|b| b.address == address) {
+                Some(BackendStatus { state: now, .. }) if now == state => return Ok(()),
+                Some(BackendStatus { state: now, .. }) => now.clone(),
+                None => "not in the set".to_owned(),
+            },
+            Err(error) => error.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(STATE_POLL).await;
+    }
+}
