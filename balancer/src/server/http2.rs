@@ -1,0 +1,309 @@
+//! HTTP/2 to clients over TLS (ALPN `h2`): hyper's h2 server in front of the same
+//! `Proxy::handle` as HTTP/1.1, so each stream is balanced on its own (a connection's
+//! concurrent streams spread over the backends) and reaches them as an HTTP/1.1 request.
+//!
+//! The framing tap has nothing to follow here (h2 frames carry their own lengths, and h2
+//! refuses a Content-Length that disagrees with the data), so the client bounds that it
+//! enforces on HTTP/1.1 are enforced per connection by a watchdog beside hyper's
+//! connection, which has no idle timeout of its own:
+//!
+//! - the first stream must open within `timeouts.client_header` of the handshake, and a
+//!   connection with no stream open is closed (GOAWAY, then the socket) after
+//!   `timeouts.keep_alive_idle`;
+//! - rapid reset (CVE-2023-44487): a stream whose handler or answer the client cancels
+//!   (RST_STREAM) has already cost a backend exchange; once more than
+//!   `limits.h2_max_resets` streams were abandoned so, and more of them than streams
+//!   completed, the connection is closed at once. Bursts of HEADERS + RST_STREAM that h2
+//!   reads before hyper accepts the streams end sooner, in h2 itself
+//!   (`guards::H2_MAX_PENDING_ACCEPT_RESETS`: GOAWAY with ENHANCE_YOUR_CALM).
+//!
+//! hyper bounds the rest: `limits.h2_max_concurrent_streams` (advertised; more are
+//! refused), the header list (`limits.max_header_bytes`), and a client that stopped reading
+//! (a keep-alive PING unanswered for `timeouts.client_write`). Request bodies are bounded
+//! by the proxy (`client_body`) as on HTTP/1.1.
+//!
+//! Upgrades are HTTP/1.1 only: h2 refuses `Connection`/`Upgrade` in requests, extended
+//! CONNECT (RFC 8441) is not advertised, and a plain CONNECT meets `proxy::guard`'s 405.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio_rustls::server::TlsStream;
+
+use super::Shared;
+use crate::guards::{
+    ClientGuards, H2_MAX_LOCAL_ERROR_RESETS, H2_MAX_PENDING_ACCEPT_RESETS, Http2Guards,
+};
+use crate::proxy::body::ClientBody;
+use crate::proxy::headers::Scheme;
+use crate::upstream::BodyError;
+
+/// hyper's h2 server settings under `client`'s and `http2`'s bounds.
+fn builder(client: &ClientGuards, http2: &Http2Guards) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(http2.max_concurrent_streams)
+        // Bounded to 256 KiB in validation.
+        .max_header_list_size(u32::try_from(client.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        // A PING after this long without a frame from the client, and the connection
+        // closed if it goes unanswered as long: a peer that is gone or stopped reading.
+        .keep_alive_interval(client.write)
+        .keep_alive_timeout(client.write);
+    builder
+}
+
+/// Why the watchdog ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// No stream opened in time.
+    Idle,
+    /// More streams abandoned than the bound allows.
+    Resets,
+    /// Shutdown.
+    Stop,
+}
+
+/// The streams of one connection, as the watchdog sees them.
+#[derive(Debug, Default)]
+struct Activity {
+    open: AtomicUsize,
+    /// Streams the client cancelled before their answer was done.
+    abandoned: AtomicUsize,
+    /// Streams answered to their end (or failed by the backend: not the client's doing).
+    completed: AtomicUsize,
+    /// Wakes the watchdog; `notify_one` keeps a permit when it is not waiting, so a
+    /// change between its check and its wait is not lost.
+    changed: Notify,
+}
+
+impl Activity {
+    fn too_many_resets(&self, http2: &Http2Guards) -> bool {
+        let abandoned = self.abandoned.load(Ordering::Relaxed);
+        abandoned > http2.max_resets && abandoned > self.completed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the connection must close: idle too long, or too many resets.
+    async fn watch(&self, client: ClientGuards, http2: Http2Guards) -> Close {
+        // The first stream is the first request's head: it gets `client_header`.
+        let mut allowed = client.header;
+        loop {
+            while self.open.load(Ordering::Acquire) > 0 {
+                self.changed.notified().await;
+                if self.too_many_resets(&http2) {
+                    return Close::Resets;
+                }
+            }
+            if self.too_many_resets(&http2) {
+                return Close::Resets;
+            }
+            let deadline = tokio::time::Instant::now() + allowed;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {
+                        if self.open.load(Ordering::Acquire) == 0 {
+                            return Close::Idle;
+                        }
+                        break;
+                    }
+                    () = self.changed.notified() => {
+                        if self.too_many_resets(&http2) {
+                            return Close::Resets;
+                        }
+                        if self.open.load(Ordering::Acquire) > 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+            allowed = client.keep_alive_idle;
+        }
+    }
+}
+
+const HANDLING: u8 = 0;
+const STREAMING: u8 = 1;
+const DONE: u8 = 2;
+
+/// One open stream, from hyper's call of the service to the end of the answer's body:
+/// its drop tells the watchdog how the stream ended.
+#[derive(Debug)]
+struct StreamGuard {
+    activity: Arc<Activity>,
+    state: u8,
+}
+
+impl StreamGuard {
+    fn open(activity: &Arc<Activity>) -> Self {
+        activity.open.fetch_add(1, Ordering::AcqRel);
+        activity.changed.notify_one();
+        Self {
+            activity: activity.clone(),
+            state: HANDLING,
+        }
+    }
+
+    fn set(&mut self, state: u8) {
+        self.state = state;
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let counter = if self.state == DONE {
+            &self.activity.completed
+        } else {
+            // Dropped while the handler ran or the answer streamed: the client reset the
+            // stream (or the whole connection is going, when nothing counts any more).
+            &self.activity.abandoned
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.activity.open.fetch_sub(1, Ordering::AcqRel);
+        self.activity.changed.notify_one();
+    }
+}
+
+/// An answer's body that records its stream's end.
+#[derive(Debug)]
+struct Streamed {
+    inner: ClientBody,
+    stream: StreamGuard,
+}
+
+impl Streamed {
+    fn new(inner: ClientBody, mut stream: StreamGuard) -> Self {
+        // A body that is over from the start is never polled: hyper sends END_STREAM with
+        // the head.
+        stream.set(if inner.is_end_stream() {
+            DONE
+        } else {
+            STREAMING
+        });
+        Self { inner, stream }
+    }
+}
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        // A backend that fails mid-answer is not the client's doing.
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || this.inner.is_end_stream()
+        {
+            this.stream.set(DONE);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves HTTP/2 on one TLS connection until it closes; `permit` is its place under
+/// `limits.max_connections`.
+pub(super) async fn serve(
+    stream: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    hsts: Option<HeaderValue>,
+) {
+    let _permit = permit;
+    let proxy = shared.proxy.clone();
+    // A reload's bounds apply from the next connection on, as on HTTP/1.1.
+    let guards = proxy.policy().guards;
+    let (client, http2) = (guards.client, guards.http2);
+    let activity = Arc::new(Activity::default());
+    let streams = activity.clone();
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let stream = StreamGuard::open(&streams);
+        let proxy = proxy.clone();
+        let hsts = hsts.clone();
+        async move {
+            request.extensions_mut().insert(Scheme::Https);
+            let mut response = proxy.handle(peer, request).await;
+            let headers = response.headers_mut();
+            // Connection-specific fields are illegal in HTTP/2 (RFC 9113 8.2.2): the
+            // proxy's own `Connection: close` after a 400 or 408 means nothing here (the
+            // stream ends with its answer), and hyper would strip it with a warning.
+            headers.remove(header::CONNECTION);
+            if let Some(hsts) = hsts {
+                headers
+                    .entry(header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert(hsts);
+            }
+            Ok::<_, Infallible>(response.map(|body| Streamed::new(body, stream)))
+        }
+    });
+    let connection = builder(&client, &http2).serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let close = {
+        let watchdog = std::pin::pin!(activity.watch(client, http2));
+        let stopping = std::pin::pin!(shared.stop.stopping());
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%peer, %error, "HTTP/2 client connection ended with an error");
+                }
+                return;
+            }
+            close = watchdog => close,
+            () = stopping => Close::Stop,
+        }
+    };
+    let finish = match close {
+        Close::Resets => {
+            tracing::warn!(
+                %peer,
+                abandoned = activity.abandoned.load(Ordering::Relaxed),
+                completed = activity.completed.load(Ordering::Relaxed),
+                "HTTP/2 client reset too many streams: connection closed"
+            );
+            // Dropping hyper's connection closes the socket; the streams' tasks end with it.
+            return;
+        }
+        Close::Idle => {
+            tracing::debug!(%peer, "idle HTTP/2 connection closed");
+            // GOAWAY, and the socket once the client acknowledges it; a client that does
+            // not is cut off after `client_write`.
+            client.write
+        }
+        // Streams in progress finish (the drain's grace period bounds them), new ones are
+        // refused with GOAWAY.
+        Close::Stop => proxy_grace(&shared),
+    };
+    connection.as_mut().graceful_shutdown();
+    if let Ok(Err(error)) = tokio::time::timeout(finish, connection).await {
+        tracing::debug!(%peer, %error, "HTTP/2 client connection ended with an error");
+    }
+}
+
+fn proxy_grace(shared: &Shared) -> std::time::Duration {
+    shared.proxy.policy().config.timeouts.shutdown_grace
+}
