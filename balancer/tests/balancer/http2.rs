@@ -562,3 +562,58 @@ async fn an_idle_h2_connection_is_closed_and_so_is_one_that_never_opens_a_stream
     assert_eq!(held.await.unwrap().status, 200);
     balancer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_list_over_the_limit_is_refused_and_the_connection_goes_on() {
+    let backend = spawn_backend("a").await;
+    let (ca, dir) = (Ca::new(), tempfile::tempdir().unwrap());
+    let balancer = start(&ca, &dir, &[&backend], |c| c.limits.max_header_bytes = 4096).await;
+    let (sender, _connection) = h2_client(&ca, &balancer).await;
+    let big = "x".repeat(8000);
+    let mut ready = sender.clone().ready().await.unwrap();
+    let (response, _) = ready
+        .send_request(h2_request(Method::GET, "/big", &[("x-big", &big)]), true)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("answered within 10 s");
+    match response {
+        Ok(response) => assert_eq!(response.status(), 431),
+        Err(error) => assert_eq!(error.reason(), Some(h2::Reason::REFUSED_STREAM)),
+    }
+    assert_eq!(backend.hits(), 0);
+    let answer = h2_send(&sender, h2_request(Method::GET, "/", &[])).await;
+    assert_eq!(answer.status, 200);
+    balancer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_stream_in_progress_finish_then_ends_the_connection_cleanly() {
+    let backend = spawn_backend("a").await;
+    let (ca, dir) = (Ca::new(), tempfile::tempdir().unwrap());
+    let balancer = start(&ca, &dir, &[&backend], |_| {}).await;
+    let (sender, connection) = h2_client(&ca, &balancer).await;
+    backend.behaviour.hold.store(true, Ordering::SeqCst);
+    let held = tokio::spawn({
+        let sender = sender.clone();
+        async move { h2_send(&sender, h2_request(Method::GET, "/held", &[])).await }
+    });
+    assert!(eventually(Duration::from_secs(10), async || backend.hits() == 1).await);
+    let tls = balancer.tls;
+    let draining = tokio::spawn(balancer.shutdown());
+    // The drain has begun once the listener is gone.
+    let closed = eventually(Duration::from_secs(10), async || {
+        TcpStream::connect(tls).await.is_err()
+    })
+    .await;
+    assert!(closed, "the listener still accepts");
+    backend.behaviour.hold.store(false, Ordering::SeqCst);
+    assert_eq!(held.await.unwrap().status, 200);
+    let result = ended(connection).await;
+    assert!(result.is_ok(), "{result:?}");
+    tokio::time::timeout(Duration::from_secs(10), draining)
+        .await
+        .expect("drained within 10 s")
+        .unwrap();
+    assert_eq!(backend.hits(), 1);
+}
