@@ -24,7 +24,7 @@
 //! | HTTP/2: `limits.h2_max_concurrent_streams` (SETTINGS_MAX_CONCURRENT_STREAMS; more are refused) | hyper's h2 (`server::http2`) |
 //! | HTTP/2: header list size (`limits.max_header_bytes`, SETTINGS_MAX_HEADER_LIST_SIZE) | hyper's h2 (431, or the stream reset) |
 //! | HTTP/2: first stream within `timeouts.client_header` of the handshake, then `keep_alive_idle` with no stream open | `server::http2` (a watchdog beside the connection; hyper's h2 has no idle timeout) |
-//! | HTTP/2: a client that stopped reading (a PING unanswered for `timeouts.client_write`) | hyper's h2 keep-alive PING |
+//! | HTTP/2: `timeouts.client_write` (an answer held for want of the client's flow-control window while nothing moved; a PING unanswered) | `server::http2` watchdog; hyper's h2 keep-alive PING |
 //! | HTTP/2: rapid reset (CVE-2023-44487): more than `limits.h2_max_resets` streams reset before their answer was done, and more of them than completed streams, closes the connection; streams reset before hyper accepted them (`H2_MAX_PENDING_ACCEPT_RESETS`) and our own error resets (`H2_MAX_LOCAL_ERROR_RESETS`) end it with GOAWAY | `server::http2`; h2 |
 //!
 //! Guards fail closed: when the framing tap cannot follow a connection any more (a head it

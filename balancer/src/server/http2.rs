@@ -17,10 +17,15 @@
 //!   reads before hyper accepts the streams end sooner, in h2 itself
 //!   (`guards::H2_MAX_PENDING_ACCEPT_RESETS`: GOAWAY with ENHANCE_YOUR_CALM).
 //!
+//! - a client that stops reading: an answer hyper holds a frame of for want of the
+//!   client's flow-control window, while no answer on the connection moved for
+//!   `timeouts.client_write`, closes the connection (as a write that makes no progress
+//!   does on HTTP/1.1); a client gone altogether leaves a keep-alive PING unanswered for
+//!   as long, and hyper closes the connection.
+//!
 //! hyper bounds the rest: `limits.h2_max_concurrent_streams` (advertised; more are
-//! refused), the header list (`limits.max_header_bytes`), and a client that stopped reading
-//! (a keep-alive PING unanswered for `timeouts.client_write`). Request bodies are bounded
-//! by the proxy (`client_body`) as on HTTP/1.1.
+//! refused) and the header list (`limits.max_header_bytes`: 431). Request bodies are
+//! bounded by the proxy (`client_body`) as on HTTP/1.1.
 //!
 //! Upgrades are HTTP/1.1 only: h2 refuses `Connection`/`Upgrade` in requests, extended
 //! CONNECT (RFC 8441) is not advertised, and a plain CONNECT meets `proxy::guard`'s 405.
@@ -29,8 +34,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -40,6 +46,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::Shared;
@@ -74,14 +81,22 @@ enum Close {
     Idle,
     /// More streams abandoned than the bound allows.
     Resets,
+    /// An answer the client has not made room for (flow control) within `client_write`.
+    Stalled,
     /// Shutdown.
     Stop,
 }
 
 /// The streams of one connection, as the watchdog sees them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Activity {
     open: AtomicUsize,
+    /// Answers whose last frame hyper took and has not come back for: it waits for the
+    /// client to open its flow-control window.
+    awaiting: AtomicUsize,
+    /// When hyper last asked any answer for a frame, in milliseconds after `base`.
+    progress: AtomicU64,
+    base: Instant,
     /// Streams the client cancelled before their answer was done.
     abandoned: AtomicUsize,
     /// Streams answered to their end (or failed by the backend: not the client's doing).
@@ -92,26 +107,66 @@ struct Activity {
 }
 
 impl Activity {
+    fn new() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            awaiting: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
+            base: Instant::now(),
+            abandoned: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether an answer waits on the client's window while no answer moved for `write`.
+    fn stalled(&self, write: Duration) -> bool {
+        self.awaiting.load(Ordering::Relaxed) > 0
+            && self
+                .now()
+                .saturating_sub(self.progress.load(Ordering::Relaxed))
+                >= u64::try_from(write.as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn too_many_resets(&self, http2: &Http2Guards) -> bool {
         let abandoned = self.abandoned.load(Ordering::Relaxed);
         abandoned > http2.max_resets && abandoned > self.completed.load(Ordering::Relaxed)
     }
 
-    /// Resolves when the connection must close: idle too long, or too many resets.
+    /// Resolves when the connection must close: idle too long, too many resets, or a
+    /// client that stopped making room for the answers.
     async fn watch(&self, client: ClientGuards, http2: Http2Guards) -> Close {
         // The first stream is the first request's head: it gets `client_header`.
         let mut allowed = client.header;
+        // While streams are open, a look at the answers every half `client_write`: one
+        // timer per connection, none per frame.
+        let every = (client.write / 2).max(Duration::from_millis(1));
+        let look = tokio::time::sleep(every);
+        tokio::pin!(look);
         loop {
             while self.open.load(Ordering::Acquire) > 0 {
-                self.changed.notified().await;
-                if self.too_many_resets(&http2) {
-                    return Close::Resets;
+                tokio::select! {
+                    () = self.changed.notified() => {
+                        if self.too_many_resets(&http2) {
+                            return Close::Resets;
+                        }
+                    }
+                    () = look.as_mut() => {
+                        if self.stalled(client.write) {
+                            return Close::Stalled;
+                        }
+                        look.as_mut().reset(Instant::now() + every);
+                    }
                 }
             }
             if self.too_many_resets(&http2) {
                 return Close::Resets;
             }
-            let deadline = tokio::time::Instant::now() + allowed;
+            let deadline = Instant::now() + allowed;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep_until(deadline) => {
@@ -177,11 +232,14 @@ impl Drop for StreamGuard {
     }
 }
 
-/// An answer's body that records its stream's end.
+/// An answer's body that records its stream's end, and whether hyper waits on the
+/// client's flow-control window after taking a frame (it asks for the next one as soon
+/// as the window has room).
 #[derive(Debug)]
 struct Streamed {
     inner: ClientBody,
     stream: StreamGuard,
+    awaiting: bool,
 }
 
 impl Streamed {
@@ -193,7 +251,22 @@ impl Streamed {
         } else {
             STREAMING
         });
-        Self { inner, stream }
+        Self {
+            inner,
+            stream,
+            awaiting: false,
+        }
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if self.awaiting {
+            self.stream
+                .activity
+                .awaiting
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -206,12 +279,24 @@ impl Body for Streamed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        let activity = &this.stream.activity;
+        if this.awaiting {
+            this.awaiting = false;
+            activity.awaiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        activity.progress.store(activity.now(), Ordering::Relaxed);
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         // A backend that fails mid-answer is not the client's doing.
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
             || this.inner.is_end_stream()
         {
             this.stream.set(DONE);
+        } else if matches!(polled, Poll::Ready(Some(Ok(_)))) {
+            this.awaiting = true;
+            this.stream
+                .activity
+                .awaiting
+                .fetch_add(1, Ordering::Relaxed);
         }
         polled
     }
@@ -239,7 +324,7 @@ pub(super) async fn serve(
     // A reload's bounds apply from the next connection on, as on HTTP/1.1.
     let guards = proxy.policy().guards;
     let (client, http2) = (guards.client, guards.http2);
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new());
     let streams = activity.clone();
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let stream = StreamGuard::open(&streams);
@@ -286,6 +371,10 @@ pub(super) async fn serve(
                 "HTTP/2 client reset too many streams: connection closed"
             );
             // Dropping hyper's connection closes the socket; the streams' tasks end with it.
+            return;
+        }
+        Close::Stalled => {
+            tracing::debug!(%peer, "HTTP/2 client stopped reading: connection closed");
             return;
         }
         Close::Idle => {

@@ -617,3 +617,42 @@ async fn shutdown_lets_a_stream_in_progress_finish_then_ends_the_connection_clea
         .unwrap();
     assert_eq!(backend.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_an_answer_is_closed_after_client_write() {
+    let backend = spawn_backend("a").await;
+    let (ca, dir) = (Ca::new(), tempfile::tempdir().unwrap());
+    let balancer = start(&ca, &dir, &[&backend], |c| {
+        c.timeouts.client_write = Duration::from_millis(300);
+        c.limits.max_header_bytes = 128 * 1024;
+    })
+    .await;
+    // A client that grants each stream 16 bytes of window and never more (it answers
+    // PINGs: it is alive, it just does not read).
+    let stream = tls(&ca, &balancer, &[b"h2"]).await;
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(16)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    // The test backend echoes the request head: 50 KB of it makes an answer of several
+    // frames.
+    let pad = "p".repeat(10_000);
+    let headers: Vec<(String, &str)> = (0..5).map(|i| (format!("x-pad-{i}"), &*pad)).collect();
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let mut ready = sender.ready().await.unwrap();
+    let (response, _) = ready
+        .send_request(h2_request(Method::GET, "/big", &headers), true)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("the head within 10 s")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Its body is never read: the balancer gives up on the connection.
+    let result = ended(connection).await;
+    assert!(result.is_err(), "{result:?}");
+    drop(response);
+    balancer.shutdown().await;
+}
