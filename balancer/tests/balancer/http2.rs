@@ -656,3 +656,43 @@ async fn a_client_that_stops_reading_an_answer_is_closed_after_client_write() {
     drop(response);
     balancer.shutdown().await;
 }
+
+#[test]
+fn the_http2_limits_are_read_from_the_file_and_bounded_naming_the_line() {
+    use balancer::config::{Config, Overrides};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h2.toml");
+    std::fs::write(
+        &path,
+        "backends = [\"127.0.0.1:80\"]\n[limits]\nh2_max_concurrent_streams = 250\nh2_max_resets = 7\n",
+    )
+    .unwrap();
+    let config = Config::load(Some(&path), Overrides::default()).unwrap();
+    assert_eq!(config.limits.h2_max_concurrent_streams, 250);
+    assert_eq!(config.limits.h2_max_resets, 7);
+
+    for (text, key) in [
+        (
+            "h2_max_concurrent_streams = 0",
+            "limits.h2_max_concurrent_streams",
+        ),
+        (
+            "h2_max_concurrent_streams = 20000",
+            "limits.h2_max_concurrent_streams",
+        ),
+        ("h2_max_resets = 0", "limits.h2_max_resets"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("backends = [\"127.0.0.1:80\"]\n[limits]\n{text}\n"),
+        )
+        .unwrap();
+        let error = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("h2.toml:3") && error.contains(key),
+            "{error}"
+        );
+    }
+}
