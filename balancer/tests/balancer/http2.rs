@@ -185,6 +185,42 @@ async fn h2_requests_spread_over_backends_like_http1_and_so_do_streams_of_one_co
     assert!(!answer.headers.contains_key("connection"));
     assert!(!answer.headers.contains_key("keep-alive"));
 
+    // HEAD: the backend's length, no body.
+    let answer = h2_send(&sender, h2_request(Method::HEAD, "/head", &[])).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.is_empty());
+    // Request bodies stream to the backend, with their length or (none given) chunked.
+    for length in [Some("11"), None] {
+        let mut ready = sender.clone().ready().await.unwrap();
+        let headers: &[(&str, &str)] = match length {
+            Some(length) => &[("content-length", length)],
+            None => &[],
+        };
+        let (response, mut body) = ready
+            .send_request(h2_request(Method::POST, "/upload", headers), false)
+            .unwrap();
+        body.send_data(Bytes::from_static(b"hello "), false)
+            .unwrap();
+        body.send_data(Bytes::from_static(b"world"), true).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut received = response.into_body();
+        let mut echo = Vec::new();
+        while let Some(chunk) = received.data().await {
+            let chunk = chunk.unwrap();
+            let _ = received.flow_control().release_capacity(chunk.len());
+            echo.extend_from_slice(&chunk);
+        }
+        let echo = String::from_utf8(echo).unwrap();
+        assert!(echo.contains("body-bytes: 11\n"), "{echo}");
+        if length.is_none() {
+            assert!(echo.contains("transfer-encoding: chunked\n"), "{echo}");
+        }
+    }
+
     // A Host that names another site than :authority is refused, not forwarded.
     let hits = a.hits() + b.hits();
     let answer = h2_send(
