@@ -25,6 +25,7 @@
 //! | HTTP/2: header list size (`limits.max_header_bytes`, SETTINGS_MAX_HEADER_LIST_SIZE) | hyper's h2 (431, or the stream reset) |
 //! | HTTP/2: first stream within `timeouts.client_header` of the handshake, then `keep_alive_idle` with no stream open | `server::http2` (a watchdog beside the connection; hyper's h2 has no idle timeout) |
 //! | HTTP/2: `timeouts.client_write` (an answer held for want of the client's flow-control window while nothing moved; a PING unanswered) | `server::http2` watchdog; hyper's h2 keep-alive PING |
+//! | HTTP/2: answer bytes buffered per stream (`H2_MAX_SEND_BUFFER`) | h2 |
 //! | HTTP/2: rapid reset (CVE-2023-44487): more than `limits.h2_max_resets` streams reset before their answer was done, and more of them than completed streams, closes the connection; streams reset before hyper accepted them (`H2_MAX_PENDING_ACCEPT_RESETS`) and our own error resets (`H2_MAX_LOCAL_ERROR_RESETS`) end it with GOAWAY | `server::http2`; h2 |
 //!
 //! Guards fail closed: when the framing tap cannot follow a connection any more (a head it
@@ -53,6 +54,10 @@ pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// HTTP/2: streams the balancer itself reset because the client erred (a malformed
 /// header block, a flow-control violation); past this h2 ends the connection with GOAWAY.
 pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// HTTP/2: answer bytes h2 may hold per stream beyond what the client's socket took
+/// (hyper's default is 400 KiB): with `limits.h2_max_concurrent_streams` streams, what one
+/// slow-reading connection can pin in memory until `client_write` cuts it off.
+pub const H2_MAX_SEND_BUFFER: usize = 64 * 1024;
 /// The most headers a backend's answer may carry.
 pub const BACKEND_MAX_HEADERS: usize = 128;
 /// The largest response head accepted from a backend.

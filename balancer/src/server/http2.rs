@@ -51,7 +51,8 @@ use tokio_rustls::server::TlsStream;
 
 use super::Shared;
 use crate::guards::{
-    ClientGuards, H2_MAX_LOCAL_ERROR_RESETS, H2_MAX_PENDING_ACCEPT_RESETS, Http2Guards,
+    ClientGuards, H2_MAX_LOCAL_ERROR_RESETS, H2_MAX_PENDING_ACCEPT_RESETS, H2_MAX_SEND_BUFFER,
+    Http2Guards,
 };
 use crate::proxy::body::ClientBody;
 use crate::proxy::headers::Scheme;
@@ -67,6 +68,7 @@ fn builder(client: &ClientGuards, http2: &Http2Guards) -> http2::Builder<TokioEx
         .max_header_list_size(u32::try_from(client.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .max_send_buf_size(H2_MAX_SEND_BUFFER)
         // A PING after this long without a frame from the client, and the connection
         // closed if it goes unanswered as long: a peer that is gone or stopped reading.
         .keep_alive_interval(client.write)

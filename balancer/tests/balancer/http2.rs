@@ -416,8 +416,9 @@ async fn streams_reset_after_reaching_a_backend_are_bounded_per_connection() {
     }
     let _ = ended(connection).await;
     backend.behaviour.hold.store(false, Ordering::SeqCst);
-    // Cut off right past the bound: the sixth reset, or the attempt after it.
-    assert!((6..=7).contains(&reset), "{reset}");
+    // Cut off right past the bound, at the sixth reset; a stream the server read in the
+    // same go as that reset may still have started (one or two more).
+    assert!((6..=8).contains(&reset), "{reset}");
 
     let answer = h2_send(&victim, h2_request(Method::GET, "/", &[])).await;
     assert_eq!(answer.status, 200);
