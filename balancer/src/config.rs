@@ -126,6 +126,12 @@ pub struct Limits {
     pub max_idle_per_backend: usize,
     /// TLS handshakes in progress at once; a connection beyond it is closed at once.
     pub max_handshakes: usize,
+    /// HTTP/2: streams a client may have open at once on one connection (advertised as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub h2_max_concurrent_streams: usize,
+    /// HTTP/2: how many streams a client may reset before their answer is done before a
+    /// connection that resets more streams than it completes is closed (rapid reset).
+    pub h2_max_resets: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +286,8 @@ impl Default for Config {
                 max_headers: 100,
                 max_idle_per_backend: 256,
                 max_handshakes: 1024,
+                h2_max_concurrent_streams: 100,
+                h2_max_resets: 100,
             },
             retry: RetryConfig {
                 idempotent: false,
@@ -1446,6 +1454,8 @@ struct FileLimits {
     max_headers: Option<usize>,
     max_idle_per_backend: Option<usize>,
     max_handshakes: Option<usize>,
+    h2_max_concurrent_streams: Option<usize>,
+    h2_max_resets: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1533,6 +1543,11 @@ impl FileConfig {
         set(&mut c.limits.max_headers, l.max_headers);
         set(&mut c.limits.max_idle_per_backend, l.max_idle_per_backend);
         set(&mut c.limits.max_handshakes, l.max_handshakes);
+        set(
+            &mut c.limits.h2_max_concurrent_streams,
+            l.h2_max_concurrent_streams,
+        );
+        set(&mut c.limits.h2_max_resets, l.h2_max_resets);
         let r = self.retry;
         set(&mut c.retry.idempotent, r.idempotent);
         set(&mut c.retry.max_attempts, r.max_attempts);

@@ -21,6 +21,12 @@
 //! | response head size and header count | `upstream::response` (constants below) |
 //! | `timeouts.tls_handshake` (from the accept to the end of the handshake) | `server` (the TLS accept) |
 //! | `limits.max_handshakes` (handshakes in progress; one more is closed at once) | `server` (a semaphore permit held until the handshake ends) |
+//! | HTTP/2: `limits.h2_max_concurrent_streams` (SETTINGS_MAX_CONCURRENT_STREAMS; more are refused) | hyper's h2 (`server::http2`) |
+//! | HTTP/2: header list size (`limits.max_header_bytes`, SETTINGS_MAX_HEADER_LIST_SIZE) | hyper's h2 (431, or the stream reset) |
+//! | HTTP/2: first stream within `timeouts.client_header` of the handshake, then `keep_alive_idle` with no stream open | `server::http2` (a watchdog beside the connection; hyper's h2 has no idle timeout) |
+//! | HTTP/2: `timeouts.client_write` (an answer held for want of the client's flow-control window while nothing moved; a PING unanswered) | `server::http2` watchdog; hyper's h2 keep-alive PING |
+//! | HTTP/2: answer bytes buffered per stream (`H2_MAX_SEND_BUFFER`) | h2 |
+//! | HTTP/2: rapid reset (CVE-2023-44487): more than `limits.h2_max_resets` streams reset before their answer was done, and more of them than completed streams, closes the connection; streams reset before hyper accepted them (`H2_MAX_PENDING_ACCEPT_RESETS`) and our own error resets (`H2_MAX_LOCAL_ERROR_RESETS`) end it with GOAWAY | `server::http2`; h2 |
 //!
 //! Guards fail closed: when the framing tap cannot follow a connection any more (a head it
 //! cannot parse, a body framing it does not understand, bytes that arrived while an upgrade
@@ -41,6 +47,17 @@ pub const CLIENT_HEADER_SLOTS: usize = 128;
 /// next instead of piling up; yet long enough that a busy connection, whose next request
 /// follows within a round trip, never pays for the rebuild.
 pub const IDLE_PARK_AFTER: Duration = Duration::from_millis(50);
+/// HTTP/2: streams the client reset before hyper took them from h2's queue; past this h2
+/// answers GOAWAY (ENHANCE_YOUR_CALM). h2's own default: a burst of HEADERS + RST_STREAM
+/// pairs read in one go lands here.
+pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// HTTP/2: streams the balancer itself reset because the client erred (a malformed
+/// header block, a flow-control violation); past this h2 ends the connection with GOAWAY.
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// HTTP/2: answer bytes h2 may hold per stream beyond what the client's socket took
+/// (hyper's default is 400 KiB): with `limits.h2_max_concurrent_streams` streams, what one
+/// slow-reading connection can pin in memory until `client_write` cuts it off.
+pub const H2_MAX_SEND_BUFFER: usize = 64 * 1024;
 /// The most headers a backend's answer may carry.
 pub const BACKEND_MAX_HEADERS: usize = 128;
 /// The largest response head accepted from a backend.
@@ -52,6 +69,10 @@ const HEADER_BYTES: (usize, usize) = (1024, 256 * 1024);
 const MAX_CONNECTIONS: usize = 1_000_000;
 const MAX_IDLE_PER_BACKEND: usize = 100_000;
 const MAX_HANDSHAKES: usize = 1_000_000;
+/// RFC 9113 recommends allowing at least 100; far more only multiplies what one
+/// connection may hold.
+const H2_MAX_CONCURRENT_STREAMS: usize = 10_000;
+const H2_MAX_RESETS: usize = 1_000_000;
 /// No wait may be zero (it would fire at once) or longer than a day (effectively none,
 /// and far enough to overflow an `Instant` on some platforms).
 const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -121,11 +142,24 @@ pub struct TlsGuards {
     pub max_handshakes: usize,
 }
 
+/// The bounds particular to an HTTP/2 client connection (the [`ClientGuards`] apply
+/// too: header bytes, `client_header` for the first stream, `keep_alive_idle`,
+/// `client_body`, `client_write`).
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Guards {
+    /// Streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Streams the client may abandon (reset before their answer was done) before the
+    /// connection is judged by the ratio of abandoned to completed streams.
+    pub max_resets: usize,
+}
+
 /// Every per-connection and per-request bound.
 #[derive(Debug, Clone, Copy)]
 pub struct Guards {
     pub max_connections: usize,
     pub tls: TlsGuards,
+    pub http2: Http2Guards,
     pub client: ClientGuards,
     pub backend: BackendGuards,
     pub tunnel: TunnelGuards,
@@ -141,6 +175,12 @@ impl Guards {
             tls: TlsGuards {
                 handshake: t.tls_handshake,
                 max_handshakes: l.max_handshakes,
+            },
+            http2: Http2Guards {
+                // Bounded far below u32::MAX in validation.
+                max_concurrent_streams: u32::try_from(l.h2_max_concurrent_streams)
+                    .unwrap_or(u32::MAX),
+                max_resets: l.h2_max_resets,
             },
             client: ClientGuards {
                 header: t.client_header,
@@ -192,6 +232,13 @@ pub(crate) fn check_bounds(config: &Config) -> Result<(), (&'static str, String)
             MAX_IDLE_PER_BACKEND,
         ),
         ("limits.max_handshakes", l.max_handshakes, 1, MAX_HANDSHAKES),
+        (
+            "limits.h2_max_concurrent_streams",
+            l.h2_max_concurrent_streams,
+            1,
+            H2_MAX_CONCURRENT_STREAMS,
+        ),
+        ("limits.h2_max_resets", l.h2_max_resets, 1, H2_MAX_RESETS),
     ] {
         if !(low..=high).contains(&value) {
             return Err((name, format!("is {value}: must be {low}-{high}")));
@@ -236,7 +283,11 @@ mod tests {
     fn defaults_are_within_bounds_and_each_bound_is_enforced_by_name() {
         valid().validate().unwrap();
         type Breaker = fn(&mut Config);
-        let cases: [(&str, Breaker); 8] = [
+        let cases: [(&str, Breaker); 10] = [
+            ("limits.h2_max_concurrent_streams", |c| {
+                c.limits.h2_max_concurrent_streams = 0
+            }),
+            ("limits.h2_max_resets", |c| c.limits.h2_max_resets = 0),
             ("limits.max_handshakes", |c| c.limits.max_handshakes = 0),
             ("timeouts.tls_handshake", |c| {
                 c.timeouts.tls_handshake = Duration::ZERO

@@ -8,6 +8,11 @@
 //! (`timeouts.tls_handshake`) and in number (`limits.max_handshakes`: a connection that
 //! finds every handshake slot taken is closed at once, so a flood of silent clients costs
 //! sockets for at most the handshake timeout and never queues up).
+//!
+//! A TLS client that negotiates `h2` by ALPN is served by [`http2`] instead: hyper's
+//! HTTP/2 server in front of the same proxy, under the same connection limit.
+
+mod http2;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -283,6 +288,10 @@ async fn handshake_then_serve(
             return;
         }
     };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        http2::serve(stream, peer, permit, shared, tls.hsts).await;
+        return;
+    }
     let answering = Answering::Tls { hsts: tls.hsts };
     serve_connection(stream, peer, permit, shared, Some(answering)).await;
 }

@@ -22,7 +22,19 @@ pub fn check<B>(request: &Request<B>, server_names: &[String]) -> Result<Uri, Pr
         return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
     }
     let uri = request.uri();
-    if let Some(authority) = uri.authority() {
+    if request.version() == Version::HTTP_2 {
+        // HTTP/2 names the host in `:authority` (the URI's authority here), not in an
+        // absolute-form target: it is the Host of HTTP/1.1, not a forward-proxy request.
+        // A Host field beside it must name the same (RFC 9113 8.3.1), so the backend, which
+        // is given one of them, and the balancer agree.
+        if let (Some(authority), Some(host)) = (uri.authority(), host)
+            && !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        {
+            return Err(ProxyError::BadRequest("Host differs from :authority"));
+        }
+    } else if let Some(authority) = uri.authority() {
         // Absolute-form is legal, but only for this site: one naming any other host is a
         // forward-proxy request. Host must agree, so the backend sees one consistent name.
         let same_host = uri.scheme_str() == Some("http")

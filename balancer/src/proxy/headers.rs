@@ -108,6 +108,32 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Turns an HTTP/2 request's fields into what an HTTP/1.1 backend expects: `Host` from
+/// `:authority` (h2 clients send the one, rarely the other; `proxy::guard` checked that
+/// both agree when both came), and the crumbs of `Cookie` that HTTP/2 may send as separate
+/// fields joined into one (RFC 9113 8.2.3; HTTP/1.1 allows a single `Cookie` line).
+pub fn from_http2(headers: &mut HeaderMap, authority: Option<&http::uri::Authority>) {
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = authority
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, host);
+    }
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_some() && cookies.next().is_some() {
+        let mut joined = Vec::new();
+        for crumb in headers.get_all(header::COOKIE) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(crumb.as_bytes());
+        }
+        if let Ok(value) = HeaderValue::from_bytes(&joined) {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+}
+
 /// How the client reached the balancer: the X-Forwarded-Proto the backend is told when the
 /// peer is not a trusted proxy. The server puts it in the request's extensions for TLS
 /// connections; a request without one came over plain HTTP.

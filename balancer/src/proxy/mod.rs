@@ -199,7 +199,10 @@ impl Proxy {
         let target = guard::check(&request, &policy.config.forwarding.server_names)?;
         let upgrade = headers::wants_upgrade(request.headers());
         let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let (parts, incoming) = request.into_parts();
+        let (mut parts, incoming) = request.into_parts();
+        if parts.version == http::Version::HTTP_2 {
+            headers::from_http2(&mut parts.headers, parts.uri.authority());
+        }
         let mut head = Head {
             method: parts.method,
             uri: target,

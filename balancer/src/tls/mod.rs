@@ -5,11 +5,13 @@
 //! only: rustls implements nothing older, so a TLS 1.0 or 1.1 hello is refused with a
 //! fatal alert (`protocol_version`; `handshake_failure` first if the hello lacks the
 //! signature_algorithms extension, as old clients' hellos do). After the handshake the connection is served exactly like a
-//! plain one (`server`: the framing tap, hyper's HTTP/1.1, idle parking, the drain), with
-//! `X-Forwarded-Proto: https` for the backends and, if configured, HSTS on the answers.
+//! plain one (`server`: the framing tap, hyper's HTTP/1.1, idle parking, the drain), or,
+//! when ALPN chose `h2` (offered first, then `http/1.1`), by hyper's HTTP/2 server
+//! (`server::http2`), with `X-Forwarded-Proto: https` for the backends and, if configured,
+//! HSTS on the answers.
 //!
-//! Seams for what comes later: ALPN is set here (only `http/1.1` today; `h2` joins it with
-//! HTTP/2). A certificate obtained by ACME ([`acme`]) sits in its own slot of the
+//! Seams: ALPN is set here (`h2`, then `http/1.1`; the server dispatches on what was
+//! negotiated). A certificate obtained by ACME ([`acme`]) sits in its own slot of the
 //! [`certs::CertStore`] the resolver reads, and its HTTP-01 challenges are answered under
 //! [`redirect::ACME_CHALLENGE_PREFIX`], the one path the redirect leaves alone.
 
@@ -71,7 +73,8 @@ impl Tls {
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_cert_resolver(store.clone());
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 preferred; a client that offers neither gets HTTP/1.1 too.
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // Stateless resumption tickets (keys rotated by rustls), so a returning client
         // skips the full handshake without a per-session cache entry here.
         server.ticketer = rustls::crypto::ring::Ticketer::new()?;

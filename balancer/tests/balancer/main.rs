@@ -11,6 +11,7 @@ mod framing;
 mod guards;
 mod health;
 mod helpers;
+mod http2;
 mod l4;
 mod lifecycle;
 mod metrics;

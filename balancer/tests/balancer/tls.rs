@@ -27,19 +27,19 @@ use tokio_rustls::client::TlsStream;
 use crate::helpers::*;
 
 /// A test certificate authority.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+pub(crate) struct Ca {
+    pub(crate) issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, in PEM, and the certificate's DER to compare with.
-struct Issued {
+pub(crate) struct Issued {
     cert_pem: String,
     key_pem: String,
     der: CertificateDer<'static>,
 }
 
 impl Ca {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -50,7 +50,7 @@ impl Ca {
     }
 
     /// A certificate for `names` (DNS names or IP addresses).
-    fn issue(&self, names: &[&str]) -> Issued {
+    pub(crate) fn issue(&self, names: &[&str]) -> Issued {
         let params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .unwrap();
@@ -78,7 +78,7 @@ impl Ca {
 impl Issued {
     /// Writes the pair under `dir` as `NAME.crt` and `NAME.key`, each replaced whole (a
     /// rename), as a renewal tool does.
-    fn write(&self, dir: &Path, name: &str) -> CertificateSpec {
+    pub(crate) fn write(&self, dir: &Path, name: &str) -> CertificateSpec {
         let spec = CertificateSpec {
             cert: dir.join(format!("{name}.crt")),
             key: dir.join(format!("{name}.key")),
@@ -97,9 +97,9 @@ fn replace(path: &Path, bytes: &[u8]) {
 }
 
 /// An in-process balancer with HTTPS on loopback port 0.
-struct TlsBalancer {
+pub(crate) struct TlsBalancer {
     plain: SocketAddr,
-    tls: SocketAddr,
+    pub(crate) tls: SocketAddr,
     store: Arc<CertStore>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -112,7 +112,7 @@ impl Drop for TlsBalancer {
 }
 
 impl TlsBalancer {
-    async fn start(mut config: Config, certificates: Vec<CertificateSpec>) -> Self {
+    pub(crate) async fn start(mut config: Config, certificates: Vec<CertificateSpec>) -> Self {
         config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
         config.tls.certificates = certificates;
         config.tls.reload_interval = Duration::from_millis(50);
@@ -134,7 +134,7 @@ impl TlsBalancer {
         }
     }
 
-    async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(10), &mut self.task)
             .await

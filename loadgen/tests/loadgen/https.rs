@@ -1,5 +1,6 @@
 //! loadgen's https:// path (reqwest with rustls) against the balancer's own TLS listener,
-//! in-process on loopback, with a test CA made at test time and given by `--cacert`.
+//! in-process on loopback, with a test CA made at test time and given by `--cacert`; over
+//! HTTP/1.1 and, with `--http2`, over HTTP/2.
 
 use balancer::Balancer;
 use balancer::config::{CertificateSpec, Config};
@@ -83,6 +84,56 @@ async fn https_runs_through_the_balancers_tls_listener_verified_against_the_give
     assert_eq!(report.responses, 0);
     assert_eq!(report.failures, 10);
     assert_eq!(backend.requests(), 200);
+    task.abort();
+    drop(pki.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_runs_through_the_balancers_tls_listener_and_spreads_over_both_instances() {
+    let (one, two) = (
+        spawn_server(instance("one")).await,
+        spawn_server(instance("two")).await,
+    );
+    let pki = pki();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        backends: vec![
+            one.addr.to_string().parse().unwrap(),
+            two.addr.to_string().parse().unwrap(),
+        ],
+        ..Config::default()
+    };
+    config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.tls.certificates = vec![pki.server.clone()];
+    config.validate().unwrap();
+    let balancer = Balancer::build(config).await.unwrap();
+    let url = format!("https://127.0.0.1:{}/", balancer.tls_addr().unwrap().port());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(balancer.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    // `--http2` offers only `h2` by ALPN: a balancer without HTTP/2 would fail every
+    // handshake. Four workers share loadgen's HTTP/2 connection, their streams balanced
+    // one by one (round robin).
+    let ca = pki.ca.display().to_string();
+    let report = run_loadgen(&["--http2", "-c", "4", "-n", "200", "--cacert", &ca, &url]).await;
+    assert_eq!(report.run.transport, "reqwest");
+    assert_eq!(report.requests, 200);
+    assert_eq!(report.failures, 0, "{:?}", report.errors);
+    assert!(
+        report.errors.values().all(|n| *n == 0),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(report.status.get("200"), Some(&200));
+    assert_eq!(report.groups.get("one"), Some(&100), "{:?}", report.groups);
+    assert_eq!(report.groups.get("two"), Some(&100), "{:?}", report.groups);
+    assert_eq!(one.requests() + two.requests(), 200);
+    // The backends still get HTTP/1.1, told the client came over TLS.
+    let last = one.last_request().to_ascii_lowercase();
+    assert!(last.contains(" http/1.1\r\n"), "{last}");
+    assert!(last.contains("x-forwarded-proto: https"), "{last}");
     task.abort();
     drop(pki.dir);
 }
