@@ -1,6 +1,7 @@
 //! Building the app from its config and running it until a shutdown signal.
 
 use crate::cache::WindowCache;
+use crate::compaction::Compactor;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::recorder::{Recorder, Writers};
@@ -37,6 +38,7 @@ pub struct App {
     draining: Arc<AtomicBool>,
     grace: Duration,
     instance_id: Arc<str>,
+    compactor: Compactor,
 }
 
 impl App {
@@ -46,6 +48,7 @@ impl App {
         let metrics = Arc::new(Metrics::new(&config.instance_id));
         let store = Store::connect(&config.database).await?;
         let deployment = store.deployment_id().await?;
+        let compactor = Compactor::start(store.clone(), config.compaction.interval).await;
         let cache = WindowCache::new(
             config.redis.url(),
             &deployment,
@@ -82,6 +85,7 @@ impl App {
             draining,
             grace: config.shutdown_grace,
             instance_id,
+            compactor,
         })
     }
 
@@ -106,6 +110,7 @@ impl App {
             draining,
             grace,
             instance_id,
+            compactor,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, instance_id = %instance_id, "hits is serving");
         let stopping = Arc::new(tokio::sync::Notify::new());
@@ -129,6 +134,7 @@ impl App {
         }
         // The router (and with it every Recorder) is gone: the writers drain what is queued.
         writers.finish().await;
+        drop(compactor);
         store.close().await;
         tracing::info!("stopped");
         Ok(())
