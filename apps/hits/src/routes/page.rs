@@ -212,6 +212,21 @@ mod tests {
     }
 
     #[test]
+    fn retired_instances_join_the_summed_row() {
+        let mut stats = stats("a", &[("a", 5), ("old-1", 4)], &["a"]);
+        stats.retired_instances = 10_000;
+        stats.retired_hits = 60_000;
+        stats.total += 60_000;
+        let page = render(&stats);
+        assert!(
+            page.contains(
+                "<tr class=\"others\"><td>10001 earlier instances <small>(no hit in the last 10 minutes)</small></td><td class=\"n\">60004</td>"
+            ),
+            "{page}"
+        );
+    }
+
+    #[test]
     fn active_instances_beyond_the_row_limit_are_summed_too() {
         let ids: Vec<String> = (0..MAX_ROWS + 2).map(|i| format!("i{i:03}")).collect();
         let counts: Vec<(&str, i64)> = ids.iter().map(|id| (id.as_str(), 1)).collect();
