@@ -227,10 +227,10 @@ impl Store {
     /// each, so compaction and writers never wait on each other in a cycle.
     pub async fn compact(&self, policy: CompactPolicy) -> Result<Option<Compacted>, StoreError> {
         let mut done = Compacted::default();
-        let Some((instances, total_rows, hits, _)) = self
+        let Some((instances, total_rows, hits)) = self
             .locked(|tx| {
                 Box::pin(async move {
-                    sqlx::query_as::<_, (i64, i64, i64, i64)>(queries::FOLD_TOTALS)
+                    sqlx::query_as::<_, (i64, i64, i64)>(queries::FOLD_TOTALS)
                         .bind(policy.retire_after_minutes)
                         .fetch_one(&mut **tx)
                         .await

@@ -83,15 +83,16 @@ pub(super) const FOLD_TOTALS: &str = "WITH recent AS (
         ON CONFLICT (instance_id) DO NOTHING
         RETURNING 1
      ), folded AS (
-        UPDATE hit_totals_retired
-           SET instances = instances + (SELECT count(*) FROM named),
-               hits = hits + (SELECT coalesce(sum(hits), 0) FROM gone)
-        RETURNING 1
+        -- An upsert, not an UPDATE: were the row missing, the sum would vanish with the rows.
+        INSERT INTO hit_totals_retired (instances, hits)
+        VALUES ((SELECT count(*) FROM named), (SELECT coalesce(sum(hits), 0) FROM gone))
+        ON CONFLICT (singleton) DO UPDATE
+           SET instances = hit_totals_retired.instances + EXCLUDED.instances,
+               hits = hit_totals_retired.hits + EXCLUDED.hits
      )
      SELECT (SELECT count(DISTINCT instance_id) FROM gone)::int8,
             (SELECT count(*) FROM gone)::int8,
-            (SELECT coalesce(sum(hits), 0) FROM gone)::int8,
-            (SELECT count(*) FROM folded)::int8";
+            (SELECT coalesce(sum(hits), 0) FROM gone)::int8";
 
 /// Replaces the per-instance buckets of each minute older than $1 minutes (and younger than
 /// the retention, $2 minutes) by one bucket per minute under the reserved key
