@@ -43,7 +43,8 @@ pub struct App {
 
 impl App {
     /// Connects to PostgreSQL (waiting for it up to `DATABASE_STARTUP_TIMEOUT_SECS`), applies
-    /// the migrations, prepares the Redis cache (lazily connected) and binds the listener.
+    /// the migrations, compacts the counters once (unless `COMPACT_INTERVAL_SECS=0`), prepares
+    /// the Redis cache (lazily connected) and binds the listener.
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let metrics = Arc::new(Metrics::new(&config.instance_id));
         let store = Store::connect(&config.database).await?;
