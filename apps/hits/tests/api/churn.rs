@@ -465,3 +465,32 @@ async fn no_hit_is_lost_or_counted_twice_while_compaction_runs_under_writes() {
         "two distinct ids, however often folded"
     );
 }
+
+/// The app compacts by itself: a pass runs at start-up, before the app serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_compacts_at_start_up() {
+    let (db, redis) = fresh_backends();
+    let mut conn = sqlx::PgConnection::connect(&db).await.unwrap();
+    // The tables exist once an app has migrated; with compaction off it folds nothing.
+    let first = spawn_app_with(
+        &db,
+        &redis.url(),
+        "first",
+        &[("COMPACT_INTERVAL_SECS", "0")],
+    )
+    .await;
+    seed_past_instances(&mut conn).await;
+    assert_eq!(
+        count(&mut conn, "SELECT instances FROM hit_totals_retired").await,
+        0
+    );
+    first.stop().await.unwrap();
+
+    let app = spawn_app(&db, &redis.url(), "second").await;
+    let json: serde_json::Value = app.get("/api/hits").await.json().await.unwrap();
+    assert_eq!(json["retired_instances"], PAST_IDS, "{json}");
+    assert_eq!(json["retired_hits"], PAST_HITS, "{json}");
+    assert_eq!(json["total"], PAST_HITS, "{json}");
+    assert_eq!(json["by_instance"], serde_json::json!({}), "{json}");
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM hit_totals").await, 0);
+}
