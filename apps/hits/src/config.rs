@@ -34,7 +34,16 @@ pub struct Config {
     pub redis: RedisConfig,
     pub writes: WriteConfig,
     pub work: WorkConfig,
+    pub compaction: CompactionConfig,
     pub shutdown_grace: Duration,
+}
+
+/// Compaction of the counters of instances gone for an hour (see `store::Store::compact`).
+#[derive(Debug, Clone)]
+pub struct CompactionConfig {
+    /// How often an instance tries to compact (one instance at a time does it); `None`
+    /// (`COMPACT_INTERVAL_SECS=0`) turns compaction off, at start-up too.
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +140,12 @@ impl Config {
             work: WorkConfig {
                 duration: Duration::from_millis(vars.range("WORK_MS", 0, 0, 60_000)?),
                 concurrency: vars.range("WORK_CONCURRENCY", 1, 1, 100_000)?,
+            },
+            compaction: CompactionConfig {
+                interval: match vars.range("COMPACT_INTERVAL_SECS", 300u64, 0, 86_400)? {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
             },
             shutdown_grace: Duration::from_secs(vars.range("SHUTDOWN_GRACE_SECS", 10, 0, 3600)?),
         })

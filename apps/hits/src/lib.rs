@@ -6,6 +6,7 @@
 //! [`startup::App::build`] then [`startup::App::run_until_stopped`].
 
 pub mod cache;
+pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod healthcheck;

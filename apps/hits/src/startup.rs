@@ -1,6 +1,7 @@
 //! Building the app from its config and running it until a shutdown signal.
 
 use crate::cache::WindowCache;
+use crate::compaction::Compactor;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::recorder::{Recorder, Writers};
@@ -37,15 +38,18 @@ pub struct App {
     draining: Arc<AtomicBool>,
     grace: Duration,
     instance_id: Arc<str>,
+    compactor: Compactor,
 }
 
 impl App {
     /// Connects to PostgreSQL (waiting for it up to `DATABASE_STARTUP_TIMEOUT_SECS`), applies
-    /// the migrations, prepares the Redis cache (lazily connected) and binds the listener.
+    /// the migrations, compacts the counters once (unless `COMPACT_INTERVAL_SECS=0`), prepares
+    /// the Redis cache (lazily connected) and binds the listener.
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let metrics = Arc::new(Metrics::new(&config.instance_id));
         let store = Store::connect(&config.database).await?;
         let deployment = store.deployment_id().await?;
+        let compactor = Compactor::start(store.clone(), config.compaction.interval).await;
         let cache = WindowCache::new(
             config.redis.url(),
             &deployment,
@@ -82,6 +86,7 @@ impl App {
             draining,
             grace: config.shutdown_grace,
             instance_id,
+            compactor,
         })
     }
 
@@ -106,6 +111,7 @@ impl App {
             draining,
             grace,
             instance_id,
+            compactor,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, instance_id = %instance_id, "hits is serving");
         let stopping = Arc::new(tokio::sync::Notify::new());
@@ -129,6 +135,7 @@ impl App {
         }
         // The router (and with it every Recorder) is gone: the writers drain what is queued.
         writers.finish().await;
+        drop(compactor);
         store.close().await;
         tracing::info!("stopped");
         Ok(())

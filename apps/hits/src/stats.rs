@@ -13,8 +13,14 @@ pub struct Stats {
     pub total: i64,
     /// Hits in the last 24 hours, to the minute.
     pub last_24h: i64,
-    /// All-time hits of every instance ever seen.
+    /// All-time hits of every instance not yet retired by compaction (no hit for
+    /// [`RETIRE_AFTER_MINUTES`](crate::store::RETIRE_AFTER_MINUTES) minutes); an instance
+    /// that came back after it was retired counts from its return.
     pub by_instance: BTreeMap<String, i64>,
+    /// Distinct instance ids retired by compaction, summed in `retired_hits`.
+    pub retired_instances: i64,
+    /// Their hits: `total` is the sum of `by_instance` plus this.
+    pub retired_hits: i64,
     /// The instances that served a hit in the last
     /// [`ACTIVE_MINUTES`](crate::store::ACTIVE_MINUTES) minutes, sorted.
     pub active_instances: BTreeSet<String>,
@@ -24,9 +30,11 @@ impl Stats {
     pub fn new(instance_id: &str, counts: &LiveCounts, window_before: i64) -> Stats {
         Stats {
             instance_id: instance_id.to_owned(),
-            total: counts.by_instance.values().sum(),
+            total: counts.total(),
             last_24h: window_before + counts.recent,
             by_instance: counts.by_instance.clone(),
+            retired_instances: counts.retired.instances,
+            retired_hits: counts.retired.hits,
             active_instances: counts.active.clone(),
         }
     }

@@ -52,9 +52,11 @@ fn rows(stats: &Stats) -> Vec<Row> {
             class: (id.as_str() == stats.instance_id).then_some("mine"),
         })
         .collect();
-    let others = stats.by_instance.len() - shown;
-    if others > 0 {
-        let listed: i64 = rows.iter().map(|row| row.hits).sum();
+    // Retired instances (folded by compaction) are earlier instances too; an id that came
+    // back after it was retired is counted there for its earlier hits.
+    let others = (stats.by_instance.len() - shown) as i64 + stats.retired_instances;
+    let listed: i64 = rows.iter().map(|row| row.hits).sum();
+    if others > 0 || stats.total > listed {
         let plural = if others == 1 { "" } else { "s" };
         // Active instances beyond MAX_ROWS are folded in too; then they are not all earlier.
         let label = if active.len() > shown {
@@ -165,6 +167,8 @@ mod tests {
             total: by_instance.values().sum(),
             last_24h: 0,
             by_instance,
+            retired_instances: 0,
+            retired_hits: 0,
             active_instances: active.iter().map(|id| (*id).to_owned()).collect(),
         }
     }
@@ -202,6 +206,21 @@ mod tests {
         assert!(
             page.contains(
                 "<tr class=\"others\"><td>2 earlier instances <small>(no hit in the last 10 minutes)</small></td><td class=\"n\">6</td><td class=\"n\">30.0%</td>"
+            ),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn retired_instances_join_the_summed_row() {
+        let mut stats = stats("a", &[("a", 5), ("old-1", 4)], &["a"]);
+        stats.retired_instances = 10_000;
+        stats.retired_hits = 60_000;
+        stats.total += 60_000;
+        let page = render(&stats);
+        assert!(
+            page.contains(
+                "<tr class=\"others\"><td>10001 earlier instances <small>(no hit in the last 10 minutes)</small></td><td class=\"n\">60004</td>"
             ),
             "{page}"
         );

@@ -9,13 +9,18 @@ fn malformed_values_name_their_variable() {
     let base = |extra: &[(&str, &str)]| {
         Config::from_vars(vars("postgres://x@h/d", "redis://h", "i", extra))
     };
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 8] = [
         (&[("PORT", "80a")], "PORT"),
         (&[("HOST", "not-an-ip")], "HOST"),
         (&[("DATABASE_POOL_SIZE", "0")], "DATABASE_POOL_SIZE"),
         (&[("WRITE_CONCURRENCY", "many")], "WRITE_CONCURRENCY"),
         (&[("INSTANCE_ID", "has space")], "INSTANCE_ID"),
         (&[("REDIS_URL", "http://secret@h")], "REDIS_URL"),
+        (&[("COMPACT_INTERVAL_SECS", "5m")], "COMPACT_INTERVAL_SECS"),
+        (
+            &[("COMPACT_INTERVAL_SECS", "86401")],
+            "COMPACT_INTERVAL_SECS",
+        ),
     ];
     for (extra, var) in cases {
         let error = base(extra).expect_err(var).to_string();
@@ -45,6 +50,19 @@ fn defaults_fill_what_is_unset() {
         config.work.duration.is_zero(),
         "no simulated cost by default"
     );
+    assert_eq!(
+        config.compaction.interval,
+        Some(std::time::Duration::from_secs(300)),
+        "compaction on by default"
+    );
+    let off = Config::from_vars(vars(
+        "postgres://x@h/d",
+        "redis://h",
+        "i",
+        &[("COMPACT_INTERVAL_SECS", "0")],
+    ))
+    .unwrap();
+    assert_eq!(off.compaction.interval, None, "0 turns compaction off");
 }
 
 #[test]

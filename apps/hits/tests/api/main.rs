@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod churn;
 mod concurrency;
 mod config;
 mod hits;
