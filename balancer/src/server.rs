@@ -209,10 +209,6 @@ pub async fn serve(
 async fn accept(listener: Listener, shared: Arc<Shared>) {
     let Listener { socket, front } = listener;
     loop {
-        let permit = tokio::select! {
-            permit = shared.connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-            () = shared.stop.stopping() => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = socket.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -223,6 +219,14 @@ async fn accept(listener: Listener, shared: Arc<Shared>) {
                     continue;
                 }
             },
+            () = shared.stop.stopping() => break,
+        };
+        // The slot is taken after the accept: with several listeners (the redirect and
+        // HTTPS), a loop waiting to accept must not hold a slot the other needs. At the
+        // limit, this one accepted connection waits unserved, and the loop accepts nothing
+        // more, so the rest wait in the kernel's backlog as before.
+        let permit = tokio::select! {
+            permit = shared.connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             () = shared.stop.stopping() => break,
         };
         let _ = stream.set_nodelay(true);

@@ -742,3 +742,42 @@ async fn a_tls_connection_parked_while_idle_serves_on_and_drains_on_shutdown() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     shutdown.await.unwrap();
 }
+
+#[tokio::test]
+async fn with_two_listeners_one_connection_slot_serves_each_in_turn() {
+    // The redirect and HTTPS listeners share `max_connections`: a listener waiting for its
+    // next client must not hold a slot the other one needs.
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
+    let backend = spawn_backend("b").await;
+    let mut config = config(&[&backend]);
+    config.limits.max_connections = 1;
+    let balancer = TlsBalancer::start(config, certificates).await;
+    let client = ca.client(&tls13_and_12());
+    for round in 0..3 {
+        let stream = handshake(&client, balancer.tls, "a.test").await.unwrap();
+        let mut http = http_over(stream).await;
+        assert_eq!(
+            send_on(&mut http, request("/", &[])).await.status,
+            200,
+            "HTTPS, round {round}"
+        );
+        drop(http);
+        // Its slot comes back once the connection is gone; then the redirect gets it.
+        let redirected = eventually(Duration::from_secs(10), async || {
+            let mut plain = TcpStream::connect(balancer.plain).await.unwrap();
+            plain
+                .write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let read =
+                tokio::time::timeout(Duration::from_millis(500), plain.read_to_end(&mut answer))
+                    .await;
+            read.is_ok() && answer.starts_with(b"HTTP/1.1 308")
+        })
+        .await;
+        assert!(redirected, "the redirect listener got the slot, round {round}");
+    }
+}
