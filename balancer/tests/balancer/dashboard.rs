@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -209,61 +209,43 @@ async fn event_streams_are_capped_and_a_freed_slot_is_taken_again() {
     assert!(freed, "no stream slot came free after a viewer left");
 }
 
-/// Bounded traffic through the balancer: `workers` clients, each with its own sticky
-/// cookie (a new session every 25 requests), paced, until stopped, 20,000 requests or
-/// 120 s, whichever comes first.
+/// Traffic through the balancer from loadgen itself (its library, as the binary runs it):
+/// an open model of 200 requests a second from 20 virtual users, each with its own cookie
+/// jar (so sticky sessions show), for at most 120 s, until stopped.
 struct Traffic {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    tasks: Vec<JoinHandle<()>>,
+    cancel: loadgen::CancellationToken,
+    run: JoinHandle<Result<loadgen::Report, loadgen::RunError>>,
 }
 
 impl Traffic {
-    fn start(addr: SocketAddr, workers: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        let tasks = (0..workers)
-            .map(|_| {
-                let (stop, sent) = (stop.clone(), sent.clone());
-                tokio::spawn(async move {
-                    let mut cookie: Option<String> = None;
-                    let mut pace = tokio::time::interval(Duration::from_millis(15));
-                    for i in 0u64.. {
-                        pace.tick().await;
-                        if stop.load(Ordering::Relaxed)
-                            || tokio::time::Instant::now() > deadline
-                            || sent.fetch_add(1, Ordering::Relaxed) >= 20_000
-                        {
-                            return;
-                        }
-                        if i % 25 == 0 {
-                            cookie = None;
-                        }
-                        let headers: Vec<(&str, &str)> = match &cookie {
-                            Some(c) => vec![("cookie", c.as_str())],
-                            None => vec![],
-                        };
-                        let answer = send(addr, request("/", &headers)).await;
-                        if let Some(set) = answer.headers.get("set-cookie") {
-                            let pair = set.to_str().unwrap().split(';').next().unwrap();
-                            cookie = Some(pair.to_owned());
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self { stop, sent, tasks }
+    fn start(addr: SocketAddr) -> Self {
+        use clap::Parser;
+        let url = format!("http://{addr}/");
+        let opts = loadgen::Opts::try_parse_from([
+            "loadgen",
+            "-q",
+            "--rate",
+            "200",
+            "--sessions",
+            "20",
+            "-d",
+            "120s",
+            &url,
+        ])
+        .expect("loadgen options");
+        let config = loadgen::RunConfig::from_opts(&opts).expect("loadgen configuration");
+        let cancel = loadgen::CancellationToken::new();
+        let run = tokio::spawn(loadgen::run_config(config, cancel.clone()));
+        Self { cancel, run }
     }
 
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            tokio::time::timeout(LIMIT, task)
-                .await
-                .expect("traffic stops")
-                .unwrap();
-        }
+    async fn stop(self) -> loadgen::Report {
+        self.cancel.cancel();
+        tokio::time::timeout(LIMIT, self.run)
+            .await
+            .expect("loadgen stops when cancelled")
+            .unwrap()
+            .expect("loadgen ran")
     }
 }
 
@@ -540,7 +522,7 @@ async fn the_page_in_chromium_shows_live_figures_and_a_stopped_backend_turning_u
     config.passive.enabled = false;
     config.sticky.enabled = true;
     let running = spawn_with_admin(config, Some(TOKEN)).await;
-    let traffic = Traffic::start(running.addr, 4);
+    let traffic = Traffic::start(running.addr);
 
     let mut browser = Chromium::start().await;
     let tab = browser.open(&format!("http://{}/", running.admin)).await;
@@ -694,7 +676,12 @@ async fn the_page_in_chromium_shows_live_figures_and_a_stopped_backend_turning_u
     std::fs::write(&path, &png).unwrap();
 
     browser.close().await;
-    let sent = traffic.sent.load(Ordering::Relaxed);
-    traffic.stop().await;
-    assert!(sent > 0);
+    let report = traffic.stop().await;
+    assert!(report.requests > 0);
+    assert_eq!(
+        report.groups.len(),
+        3,
+        "loadgen saw the three instances: {:?}",
+        report.groups
+    );
 }

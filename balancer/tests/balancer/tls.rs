@@ -778,6 +778,9 @@ async fn with_two_listeners_one_connection_slot_serves_each_in_turn() {
             read.is_ok() && answer.starts_with(b"HTTP/1.1 308")
         })
         .await;
-        assert!(redirected, "the redirect listener got the slot, round {round}");
+        assert!(
+            redirected,
+            "the redirect listener got the slot, round {round}"
+        );
     }
 }
