@@ -88,14 +88,14 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
 ENTRYPOINT ["balancer"]
 
 # ---------------------------------------------------------------------------------------
-# tls-init: the one-shot service of docker-compose.https.yml that makes a self-signed
-# certificate at first start. The rust image is already on the machine (the builder's base)
-# and carries the openssl CLI (a dependency of ca-certificates), so this stage downloads and
-# installs nothing, and the runtime images stay without openssl. Runs as root only to hand
-# the key to the balancer's user (10001).
+# tls-init: the image of docker-compose.https.yml's one-shot service that makes a
+# self-signed certificate at first start. The rust image is already on the machine (the
+# builder's base) and carries the openssl CLI (a dependency of ca-certificates), so this
+# stage downloads and installs nothing, and the runtime images stay without openssl. The
+# script itself, deploy/tls/make-cert.sh, is mounted by the compose file rather than copied:
+# the build context holds only the Cargo workspace (.dockerignore), so editing the script
+# rebuilds nothing. Runs as root only to hand the key to the balancer's user (10001).
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS tls-init
-COPY deploy/tls/make-cert.sh /usr/local/bin/make-cert
-ENTRYPOINT ["make-cert"]
 
 # ---------------------------------------------------------------------------------------
 # Last, so that a plain `docker build .` gives the app image.
