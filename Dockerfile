@@ -3,6 +3,7 @@
 #   docker build --target hits     -t hitscale-hits .
 #   docker build --target balancer -t hitscale-balancer .
 #   docker build --target loadgen  -t hitscale-loadgen .
+#   docker build --target tls-init -t hitscale-tls-init .   # docker-compose.https.yml only
 #
 # docker-compose.yml builds the three targets; the Rust compile runs once and is shared.
 # No `# syntax=` line on purpose: the engine's built-in Dockerfile frontend is enough, so a
@@ -85,6 +86,16 @@ EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
     CMD ["balancer", "healthcheck"]
 ENTRYPOINT ["balancer"]
+
+# ---------------------------------------------------------------------------------------
+# tls-init: the image of docker-compose.https.yml's one-shot service that makes a
+# self-signed certificate at first start. The rust image is already on the machine (the
+# builder's base) and carries the openssl CLI (a dependency of ca-certificates), so this
+# stage downloads and installs nothing, and the runtime images stay without openssl. The
+# script itself, deploy/tls/make-cert.sh, is mounted by the compose file rather than copied:
+# the build context holds only the Cargo workspace (.dockerignore), so editing the script
+# rebuilds nothing. Runs as root only to hand the key to the balancer's user (10001).
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS tls-init
 
 # ---------------------------------------------------------------------------------------
 # Last, so that a plain `docker build .` gives the app image.

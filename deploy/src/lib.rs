@@ -5,11 +5,13 @@
 //! [`spec`] parses the result as the Compose Specification (the `compose_spec` crate), and
 //! [`env_file`] reads `.env.example`, where every variable must be documented. Nothing
 //! here reads a file outside the repository: a fresh clone checks itself.
-//! [`discover`] finds the compose files a repository ships.
+//! [`discover`] finds the compose files a repository ships, and [`merge`] merges an override
+//! file (`docker-compose.NAME.yml`) into the file it adds to, as compose does.
 
 pub mod discover;
 pub mod env_file;
 pub mod interpolate;
+pub mod merge;
 pub mod spec;
 
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use deploy_checks::ComposeFile;
 use deploy_checks::env_file::{self, EnvEntry};
 use deploy_checks::interpolate::{self, VariableUse};
+use deploy_checks::merge;
 
 /// The repository root (this crate lives in `deploy/`).
 pub fn repo_root() -> PathBuf {
@@ -15,7 +16,8 @@ pub fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-/// Every compose file in the repository, parsed; at least the root one must exist.
+/// Every compose file in the repository, parsed; at least the root one must exist. An
+/// override file (`docker-compose.NAME.yml`) comes merged into its base, as compose reads it.
 pub fn compose_files() -> Vec<ComposeFile> {
     let root = repo_root();
     let paths = deploy_checks::discover::compose_files(&root)
@@ -29,8 +31,24 @@ pub fn compose_files() -> Vec<ComposeFile> {
     );
     paths
         .iter()
-        .map(|path| ComposeFile::load(path).unwrap_or_else(|error| panic!("{error}")))
+        .map(|path| {
+            let mut file = ComposeFile::load(path).unwrap_or_else(|error| panic!("{error}"));
+            if let Some(base) = merge::base_of(path) {
+                let base = ComposeFile::load(&base)
+                    .unwrap_or_else(|error| panic!("{} adds to {error}", path.display()));
+                file.raw = merge::merge(&base.raw, &file.raw);
+            }
+            file
+        })
         .collect()
+}
+
+/// docker-compose.https.yml merged into docker-compose.yml: the stack with HTTPS switched on.
+pub fn https_compose() -> ComposeFile {
+    compose_files()
+        .into_iter()
+        .find(|file| file.path.ends_with("docker-compose.https.yml"))
+        .expect("docker-compose.https.yml at the repository root")
 }
 
 pub fn root_compose() -> ComposeFile {
