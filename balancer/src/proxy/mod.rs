@@ -167,14 +167,14 @@ impl Proxy {
         // A cheap reference-counted copy, only read if the request fails.
         let uri = request.uri().clone();
         // A span only where debug logging is on: wrapping every request's future in one
-        // (even a disabled span) moves and polls it through one more layer.
-        let forwarded = self.forward(policy, peer, request, id.header());
+        // (even a disabled span) moves and polls it through one more layer. Each branch
+        // makes its own future where it awaits it, so the usual one is not moved first.
         let outcome = if tracing::enabled!(tracing::Level::DEBUG) {
-            forwarded
+            self.forward(policy, peer, request, id.header())
                 .instrument(tracing::debug_span!("request", request_id = id.as_str()))
                 .await
         } else {
-            forwarded.await
+            self.forward(policy, peer, request, id.header()).await
         };
         match outcome {
             Ok(response) => response,
