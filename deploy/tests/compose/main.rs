@@ -8,5 +8,6 @@
 
 mod helpers;
 mod https;
+mod image_context;
 mod semantics;
 mod spec;
