@@ -10,15 +10,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use balancer::Balancer;
+use balancer::admin::auth::AdminToken;
 use balancer::backend::Registry;
-use balancer::config::{BackendSpec, Config};
+use balancer::config::{AcmeConfig, BackendSpec, CertificateSpec, Config, Sources};
+use balancer::reload::Reloader;
+use balancer::tls::acme::Acme;
+use balancer::tls::certs::CertStore;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -259,15 +265,125 @@ pub fn config(backends: &[&TestBackend]) -> Config {
     config
 }
 
-#[derive(Debug)]
-pub struct TestBalancer {
+/// A balancer running in-process on loopback port 0, as a test starts it:
+/// [`Running::start`] for the plain listener alone, [`Running::builder`] for the admin
+/// listener, HTTPS (certificate files or ACME) or a configuration file's sources. Each
+/// listener's port is read back from the balancer, never chosen by the test.
+pub struct Running {
+    /// The public listener (with TLS on, the plain one that redirects).
     pub addr: SocketAddr,
     pub registry: Arc<Registry>,
+    /// The configuration it was started with (listeners still at port 0).
+    pub config: Config,
+    admin: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    certificates: Option<Arc<CertStore>>,
+    acme: Option<Arc<Acme>>,
+    reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
-impl TestBalancer {
+/// What a [`Running`] balancer is started with besides its configuration.
+#[must_use]
+pub struct Builder {
+    config: Config,
+    sources: Option<Sources>,
+}
+
+impl Builder {
+    /// The admin listener on loopback port 0, with `token` (none: loopback needs none).
+    pub fn admin(mut self, token: Option<&str>) -> Self {
+        self.config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        self.config.admin.token = token.map(AdminToken::from_text);
+        self
+    }
+
+    /// HTTPS on loopback port 0 with `certificates`, their files read again every 50 ms.
+    pub fn tls(mut self, certificates: Vec<CertificateSpec>) -> Self {
+        self.config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+        self.config.tls.certificates = certificates;
+        self.config.tls.reload_interval = Duration::from_millis(50);
+        self
+    }
+
+    /// HTTPS on loopback port 0 with certificates from `acme`.
+    pub fn acme(mut self, acme: AcmeConfig) -> Self {
+        self.config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+        self.config.tls.acme = Some(acme);
+        self
+    }
+
+    /// Built from `sources` (a configuration file that a reload reads again).
+    pub fn sources(mut self, sources: Sources) -> Self {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// Validates, builds and runs the balancer; it is serving when this returns.
+    pub async fn start(self) -> Running {
+        let Self { config, sources } = self;
+        config.validate().expect("test config is valid");
+        let balancer = match sources {
+            Some(sources) => Balancer::build_from(config.clone(), sources).await,
+            None => Balancer::build(config.clone()).await,
+        }
+        .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        Running {
+            addr: balancer.local_addr().unwrap(),
+            registry: balancer.registry(),
+            admin: balancer.admin_addr(),
+            tls: balancer.tls_addr(),
+            certificates: balancer.certificates(),
+            acme: balancer.acme(),
+            reloader: balancer.reloader(),
+            config,
+            stop: Some(stop),
+            task: tokio::spawn(balancer.run_until_stopped(async move {
+                let _ = stopped.await;
+            })),
+        }
+    }
+}
+
+impl Running {
+    /// A balancer with `config` and nothing more.
+    pub async fn start(config: Config) -> Self {
+        Self::builder(config).start().await
+    }
+
+    pub fn builder(config: Config) -> Builder {
+        Builder {
+            config,
+            sources: None,
+        }
+    }
+
+    /// The admin listener's address ([`Builder::admin`]).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("started with an admin listener")
+    }
+
+    /// The HTTPS listener's address ([`Builder::tls`], [`Builder::acme`]).
+    pub fn tls(&self) -> SocketAddr {
+        self.tls.expect("started with TLS")
+    }
+
+    /// The certificates served over HTTPS.
+    pub fn certificates(&self) -> &CertStore {
+        self.certificates.as_ref().expect("started with TLS")
+    }
+
+    /// The ACME client ([`Builder::acme`]).
+    pub fn acme(&self) -> &Arc<Acme> {
+        self.acme.as_ref().expect("started with ACME")
+    }
+
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
     /// Signals shutdown and waits (bounded) for the drain to finish.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -280,26 +396,9 @@ impl TestBalancer {
     }
 }
 
-impl Drop for TestBalancer {
+impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-pub async fn spawn_balancer(config: Config) -> TestBalancer {
-    config.validate().expect("test config is valid");
-    let balancer = Balancer::build(config).await.unwrap();
-    let addr = balancer.local_addr().unwrap();
-    let registry = balancer.registry();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    TestBalancer {
-        addr,
-        registry,
-        stop: Some(stop),
-        task,
     }
 }
 
@@ -328,14 +427,28 @@ impl Answer {
     }
 }
 
-/// Sends one request on a fresh connection, within 10 s.
-pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
+/// An HTTP/1.1 client (hyper's) on an established stream: a TCP socket, or TLS over one.
+pub async fn http1_over<S, B>(stream: S) -> SendRequest<B>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// Sends one request on `sender` and reads the answer whole, within 10 s.
+pub async fn send_on(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Answer {
     tokio::time::timeout(Duration::from_secs(10), async {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        sender.ready().await.unwrap();
         let response = sender.send_request(request).await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -348,6 +461,15 @@ pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
     })
     .await
     .expect("request answered within 10 s")
+}
+
+/// Sends one request on a fresh connection, within 10 s.
+pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
+    let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        .await
+        .expect("connected within 10 s")
+        .unwrap();
+    send_on(&mut http1_over(stream).await, request).await
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Answer {
@@ -365,7 +487,11 @@ pub fn request(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
 /// Writes raw bytes and reads what comes back until the server closes the connection,
 /// which it must do within 10 s (so a test never passes on whatever a timeout cut off).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    raw_on(TcpStream::connect(addr).await.unwrap(), bytes).await
+}
+
+/// As [`raw`], on an established stream (TLS, say).
+pub async fn raw_on<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, bytes: &[u8]) -> String {
     stream.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
@@ -385,6 +511,38 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
         );
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One admin API call, with `token` as the bearer token if any: its status and JSON
+/// body.
+pub async fn admin_call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let answer = send(admin, builder.body(Full::new(Bytes::from(body))).unwrap()).await;
+    let json = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|e| panic!("admin answer is not JSON ({e}): {}", answer.body));
+    (answer.status, json)
+}
+
+/// The admin API's entry for `address`, if it is in the set.
+pub async fn listed(admin: SocketAddr, token: Option<&str>, address: SocketAddr) -> Option<Value> {
+    let (status, list) = admin_call(admin, "GET", "/api/backends", token, None).await;
+    assert_eq!(status, 200, "{list}");
+    list["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == address.to_string())
+        .cloned()
 }
 
 /// Whether the peer ended `stream` (end of stream or reset) rather than sending more;
@@ -420,32 +578,45 @@ pub fn closed_port() -> ClosedPort {
 /// returns the connection and the head, lower-cased.
 pub async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = upgrade_on(&mut stream, "app.test").await;
+    (stream, head)
+}
+
+/// Asks for an upgrade to the `echo` protocol on `stream` naming `host`; the answer's
+/// head, lower-cased.
+pub async fn upgrade_on<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, host: &str) -> String {
     stream
         .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();
+    read_head(stream).await
+}
+
+/// Reads a response head byte by byte (nothing after it is taken), each byte within
+/// 10 s; lower-cased.
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
             .await
-            .unwrap()
+            .expect("the answer's head within 10 s")
             .unwrap();
         head.push(byte[0]);
         assert!(head.len() < 4096);
     }
-    (
-        stream,
-        String::from_utf8(head).unwrap().to_ascii_lowercase(),
-    )
+    String::from_utf8(head).unwrap().to_ascii_lowercase()
 }
 
 /// Sends `message` through an echo tunnel; whether it came back upper-cased. Panics if
 /// nothing (not even the connection's end) comes back within 10 s: a hang guard, never an
 /// answer, so "no echo" can only mean the tunnel was closed.
-pub async fn echo(stream: &mut TcpStream, message: &str) -> bool {
+pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, message: &str) -> bool {
     if stream.write_all(message.as_bytes()).await.is_err() {
         return false;
     }
@@ -617,42 +788,4 @@ pub fn json_field(line: &str, name: &str) -> Option<String> {
         Some(quoted) => quoted[..quoted.find('"')?].to_owned(),
         None => rest[..rest.find([',', '}'])?].to_owned(),
     })
-}
-
-/// A balancer in-process with its admin listener on loopback port 0.
-pub struct WithAdmin {
-    pub addr: SocketAddr,
-    pub admin: SocketAddr,
-    pub registry: Arc<Registry>,
-    pub config: Config,
-    _stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for WithAdmin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-pub async fn spawn_with_admin(mut config: Config, token: Option<&str>) -> WithAdmin {
-    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin.token = token.map(balancer::admin::auth::AdminToken::from_text);
-    config.validate().expect("test config is valid");
-    let balancer = Balancer::build(config.clone()).await.unwrap();
-    let addr = balancer.local_addr().unwrap();
-    let admin = balancer.admin_addr().expect("admin listener configured");
-    let registry = balancer.registry();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    WithAdmin {
-        addr,
-        admin,
-        registry,
-        config,
-        _stop: stop,
-        task,
-    }
 }
