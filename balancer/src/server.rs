@@ -20,8 +20,9 @@
 //! end of the answer), and what the client still sends is read and discarded until it
 //! closes too, within `guards::LingerGuards` (time in all, time with nothing received,
 //! bytes). The connection keeps its `max_connections` place meanwhile; shutdown cuts it
-//! short. An idle connection closed by `keep_alive_idle` answered nothing since: it is
-//! closed at once.
+//! short. An idle connection closed by `keep_alive_idle` answered nothing since, and one
+//! whose socket failed (a reset, a client too slow to send or to read) has no answer left
+//! to protect: those are closed at once.
 
 mod http2;
 
@@ -428,6 +429,11 @@ async fn serve_connection<S: ClientStream>(
         let mut tap = parts.io.into_inner();
         // Taken first: while it is set the tap's shutdown leaves the socket open.
         let parked = tap.take_parked();
+        if ended.as_ref().is_err_and(failed_on_io) {
+            // A reset, or a client too slow to send its head or take its answer: nothing
+            // is left that it would read.
+            return;
+        }
         if ended.is_err() || !parked || !parts.read_buf.is_empty() {
             // Closed after an answer (or hyper's own error answer), or the client ended.
             linger_close(tap, linger, stop).await;
@@ -457,6 +463,19 @@ async fn serve_connection<S: ClientStream>(
         io = tap;
         service = parts.service;
     }
+}
+
+/// Whether hyper's connection ended because the socket failed (a reset, or one of the
+/// tap's timeouts), rather than on something the client sent (which hyper answers).
+fn failed_on_io(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(error) = source {
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Shuts the write side of a connection the balancer ends, then reads and discards what
