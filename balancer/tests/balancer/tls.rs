@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balancer::Balancer;
-use balancer::config::CertificateSpec;
+use balancer::config::{CertificateSpec, Config};
 use bytes::Bytes;
 use http_body_util::Full;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -90,6 +90,22 @@ fn replace(path: &Path, bytes: &[u8]) {
     let staging = path.with_extension("new");
     std::fs::write(&staging, bytes).unwrap();
     std::fs::rename(&staging, path).unwrap();
+}
+
+/// A balancer in front of one backend ("b") serving HTTPS with a certificate for `names`
+/// from a new test CA (its files in the returned directory), `tune` applied to its config.
+async fn https(
+    names: &[&str],
+    tune: impl FnOnce(&mut Config),
+) -> (Ca, tempfile::TempDir, TestBackend, Running) {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = vec![ca.issue(names).write(dir.path(), "site")];
+    let backend = spawn_backend("b").await;
+    let mut config = config(&[&backend]);
+    tune(&mut config);
+    let balancer = Running::builder(config).tls(certificates).start().await;
+    (ca, dir, backend, balancer)
 }
 
 /// A TLS handshake to `addr` naming `name` (an IP address sends no SNI), within 10 s.
@@ -193,14 +209,7 @@ fn old_client_hello(version: [u8; 2]) -> Vec<u8> {
 
 #[tokio::test]
 async fn tls_1_0_and_1_1_are_refused_with_a_protocol_version_alert() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let balancer = Running::builder(config(&[&backend]))
-        .tls(certificates)
-        .start()
-        .await;
+    let (_ca, _dir, _backend, balancer) = https(&["a.test"], |_| {}).await;
     for version in [[3, 1], [3, 2]] {
         let answer = raw_bytes(balancer.tls(), &old_client_hello(version)).await;
         // One alert record: fatal (2), protocol_version (70); then the connection closes.
@@ -500,14 +509,7 @@ async fn the_binary_stops_with_exit_code_2_naming_the_flag_and_file_of_a_bad_cer
 
 #[tokio::test]
 async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["app.test"]).write(dir.path(), "app")];
-    let backend = spawn_backend("b").await;
-    let balancer = Running::builder(config(&[&backend]))
-        .tls(certificates)
-        .start()
-        .await;
+    let (_ca, _dir, backend, balancer) = https(&["app.test"], |_| {}).await;
 
     let answer = send(
         balancer.addr,
@@ -557,14 +559,11 @@ async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
 
 #[tokio::test]
 async fn the_redirect_names_the_configured_https_port_and_https_answers_carry_hsts() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["app.test"]).write(dir.path(), "app")];
-    let backend = spawn_backend("b").await;
-    let mut config = config(&[&backend]);
-    config.tls.https_port = Some(443);
-    config.tls.hsts_max_age = Some(Duration::from_secs(31_536_000));
-    let balancer = Running::builder(config).tls(certificates).start().await;
+    let (ca, _dir, _backend, balancer) = https(&["app.test"], |config| {
+        config.tls.https_port = Some(443);
+        config.tls.hsts_max_age = Some(Duration::from_secs(31_536_000));
+    })
+    .await;
 
     let answer = get(balancer.addr, "/p?q").await;
     assert_eq!(answer.status, 308);
@@ -593,13 +592,10 @@ async fn the_redirect_names_the_configured_https_port_and_https_answers_carry_hs
 
 #[tokio::test]
 async fn a_silent_client_is_closed_at_the_handshake_timeout() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let mut config = config(&[&backend]);
-    config.timeouts.tls_handshake = Duration::from_millis(300);
-    let balancer = Running::builder(config).tls(certificates).start().await;
+    let (ca, _dir, _backend, balancer) = https(&["a.test"], |config| {
+        config.timeouts.tls_handshake = Duration::from_millis(300);
+    })
+    .await;
 
     let mut silent = TcpStream::connect(balancer.tls()).await.unwrap();
     assert!(closed_by_peer(&mut silent).await);
@@ -615,15 +611,12 @@ async fn a_silent_client_is_closed_at_the_handshake_timeout() {
 
 #[tokio::test]
 async fn handshakes_beyond_the_limit_are_closed_at_once() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let mut config = config(&[&backend]);
-    config.limits.max_handshakes = 1;
-    // Far beyond the hang guards: only the limit can close the second connection.
-    config.timeouts.tls_handshake = Duration::from_secs(60);
-    let balancer = Running::builder(config).tls(certificates).start().await;
+    let (ca, _dir, _backend, balancer) = https(&["a.test"], |config| {
+        config.limits.max_handshakes = 1;
+        // Far beyond the hang guards: only the limit can close the second connection.
+        config.timeouts.tls_handshake = Duration::from_secs(60);
+    })
+    .await;
     let client = ca.client(&tls13_and_12());
 
     let holder = TcpStream::connect(balancer.tls()).await.unwrap();
@@ -646,14 +639,7 @@ async fn handshakes_beyond_the_limit_are_closed_at_once() {
 
 #[tokio::test]
 async fn a_tls_connection_parked_while_idle_serves_on_and_drains_on_shutdown() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let balancer = Running::builder(config(&[&backend]))
-        .tls(certificates)
-        .start()
-        .await;
+    let (ca, _dir, backend, balancer) = https(&["a.test"], |_| {}).await;
     let client = ca.client(&tls13_and_12());
 
     let mut http = http1_over(handshake(&client, balancer.tls(), "a.test").await.unwrap()).await;
@@ -693,13 +679,10 @@ async fn a_tls_connection_parked_while_idle_serves_on_and_drains_on_shutdown() {
 async fn with_two_listeners_one_connection_slot_serves_each_in_turn() {
     // The redirect and HTTPS listeners share `max_connections`: a listener waiting for its
     // next client must not hold a slot the other one needs.
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let mut config = config(&[&backend]);
-    config.limits.max_connections = 1;
-    let balancer = Running::builder(config).tls(certificates).start().await;
+    let (ca, _dir, _backend, balancer) = https(&["a.test"], |config| {
+        config.limits.max_connections = 1;
+    })
+    .await;
     let client = ca.client(&tls13_and_12());
     for round in 0..3 {
         let stream = handshake(&client, balancer.tls(), "a.test").await.unwrap();
