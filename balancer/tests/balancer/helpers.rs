@@ -513,6 +513,20 @@ pub async fn raw_on<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, bytes: &[u
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A request for the admin listener, with `token` as its bearer token if any.
+pub fn admin_request(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder.body(Full::new(body)).unwrap()
+}
+
 /// One admin API call, with `token` as the bearer token if any: its status and JSON
 /// body.
 pub async fn admin_call(
@@ -522,12 +536,8 @@ pub async fn admin_call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut builder = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let answer = send(admin, builder.body(Full::new(Bytes::from(body))).unwrap()).await;
+    let answer = send(admin, admin_request(method, path, token, Bytes::from(body))).await;
     let json = serde_json::from_str(&answer.body)
         .unwrap_or_else(|e| panic!("admin answer is not JSON ({e}): {}", answer.body));
     (answer.status, json)

@@ -10,22 +10,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 
 use crate::helpers::{
-    Answer, Running, closed_port, config, eventually, get, request, send, spawn_backend,
+    Answer, Running, admin_call, admin_request, closed_port, config, eventually, get, request,
+    send, spawn_backend,
 };
 
 const TOKEN: &str = "metrics-admin-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn scrape_with(admin: SocketAddr, token: Option<&str>) -> Answer {
-    let mut builder = Request::get("/metrics");
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    send(admin, builder.body(Full::new(Bytes::new())).unwrap()).await
+    send(admin, admin_request("GET", "/metrics", token, Bytes::new())).await
 }
 
 /// The exposition, parsed: one entry per sample line, keyed by name and sorted labels.
@@ -313,11 +308,9 @@ async fn a_removed_backend_leaves_the_exposition() {
         .start()
         .await;
     assert!(Scrape::take(running.admin()).await.mentions(b.addr));
-    let remove = Request::delete(format!("/api/backends/{}", b.addr))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    assert_eq!(send(running.admin(), remove).await.status, 200);
+    let remove = format!("/api/backends/{}", b.addr);
+    let (status, _) = admin_call(running.admin(), "DELETE", &remove, Some(TOKEN), None).await;
+    assert_eq!(status, 200);
     let scrape = Scrape::take(running.admin()).await;
     assert!(!scrape.mentions(b.addr));
     assert!(scrape.mentions(a.addr));
