@@ -1,6 +1,8 @@
 //! Test harness: in-process backends (small hyper servers that answer with their own id),
-//! a balancer on port 0 (in-process, or the binary reporting its bound address in its
-//! log), and a tiny HTTP client plus raw-socket helpers.
+//! a balancer on port 0 (in-process as [`Running`], whose builder adds the admin listener,
+//! HTTPS from files or ACME, or a configuration file's sources; or the binary, reporting its
+//! bound address in its log), and the clients every test shares: HTTP/1.1 over any stream
+//! (plain or TLS), the admin API, raw sockets, upgrades and echo tunnels.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
