@@ -600,50 +600,21 @@ async fn a_client_that_writes_on_after_a_closing_request_still_reads_the_whole_a
         .write_all(b"GET /large HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let mut buf = Vec::new();
-    let head_end = read_until_head_end(&mut stream, &mut buf)
-        .await
-        .expect("the answer's head");
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let head = read_head(&mut stream).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
-    // The client goes on writing while it reads (as one that pipelines, or streams a
-    // body the answer made moot, does): when the balancer is done with the answer, bytes
-    // it never read are waiting, and closing on them would be a reset.
-    let (mut reader, mut writer) = stream.into_split();
-    let (done, mut finished) = tokio::sync::oneshot::channel::<()>();
-    let writing = tokio::spawn(async move {
-        let chunk = vec![b'x'; 16 * 1024];
-        let mut written = 0usize;
-        for _ in 0..4096 {
-            tokio::select! {
-                _ = &mut finished => break,
-                wrote = writer.write_all(&chunk) => match wrote {
-                    Ok(()) => written += chunk.len(),
-                    Err(_) => break,
-                },
-            }
-        }
-        written
-    });
-    let mut body = buf.len() - head_end;
-    let mut chunk = vec![0u8; 4096];
-    let end = tokio::time::timeout(HANG, async {
-        loop {
-            match reader.read(&mut chunk).await {
-                Ok(0) => return Ok(()),
-                Ok(n) => body += n,
-                Err(error) => return Err(error),
-            }
-        }
-    })
-    .await
-    .expect("hang guard: the answer and the end of stream");
-    let _ = done.send(());
-    let written = writing.await.unwrap();
-    assert!(written > 0, "the client wrote on");
-    assert_eq!(body, LARGE_BYTES, "the whole answer ({end:?})");
-    end.expect("a clean end of stream after the answer, not a reset");
+    // The client goes on writing while it reads: when the balancer is done with the
+    // answer, bytes it never read are waiting, and closing on them would be a reset.
+    let client = read_while_writing(stream, HANG).await;
+    assert!(client.written > 0, "the client wrote on");
+    assert_eq!(
+        client.read, LARGE_BYTES,
+        "the whole answer ({:?})",
+        client.end
+    );
+    client
+        .end
+        .expect("a clean end of stream after the answer, not a reset");
 }
 
 #[tokio::test]

@@ -44,6 +44,8 @@ pub struct Behaviour {
     /// While set, requests (but /healthz) are held unanswered: a request a test keeps in
     /// flight for as long as it needs, instead of for a guessed delay.
     pub hold: AtomicBool,
+    /// Bytes of padding (`.`) after the echo in every answer's body: a large answer.
+    pub pad_bytes: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -234,6 +236,8 @@ async fn answer(
         }
     }
     echo.push_str(&format!("body-bytes: {received}\n"));
+    let pad = behaviour.pad_bytes.load(Ordering::SeqCst);
+    echo.extend(std::iter::repeat_n('.', usize::try_from(pad).unwrap()));
     let status = match behaviour.status.load(Ordering::SeqCst) {
         0 => 200,
         s => s as u16,
@@ -623,6 +627,57 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
         assert!(head.len() < 4096);
     }
     String::from_utf8(head).unwrap().to_ascii_lowercase()
+}
+
+/// What a client that writes on while it reads saw: the bytes it read, how its reading
+/// ended (`Ok` at the end of stream; a reset is an error) and how many bytes it wrote.
+#[derive(Debug)]
+pub struct WroteOn {
+    pub read: usize,
+    pub end: std::io::Result<()>,
+    pub written: usize,
+}
+
+/// Reads `stream` to its end while writing to it all along (at most 8 MiB, until the
+/// reading ends or a write fails), as a client that pipelines, or streams a body its
+/// answer made moot, does. Within the hang guard `limit`.
+pub async fn read_while_writing<S>(stream: S, limit: Duration) -> WroteOn
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (done, mut finished) = oneshot::channel::<()>();
+    let writing = tokio::spawn(async move {
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut written = 0usize;
+        // More than a socket's buffers take, less than the default `lingering_bytes`.
+        for _ in 0..512 {
+            tokio::select! {
+                _ = &mut finished => break,
+                wrote = writer.write_all(&chunk) => match wrote {
+                    Ok(()) => written += chunk.len(),
+                    Err(_) => break,
+                },
+            }
+        }
+        written
+    });
+    let mut read = 0;
+    let mut chunk = vec![0u8; 4096];
+    let end = tokio::time::timeout(limit, async {
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => read += n,
+                Err(error) => return Err(error),
+            }
+        }
+    })
+    .await
+    .expect("hang guard: the stream ended");
+    let _ = done.send(());
+    let written = writing.await.unwrap();
+    WroteOn { read, end, written }
 }
 
 /// Sends `message` through an echo tunnel; whether it came back upper-cased. Panics if
