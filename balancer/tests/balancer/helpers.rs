@@ -629,6 +629,43 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
     String::from_utf8(head).unwrap().to_ascii_lowercase()
 }
 
+/// A connection to `addr` with a small receive buffer: most of a large answer then still
+/// waits in the server's send queue when the server is done writing, where a reset (a
+/// close with unread bytes) would drop it.
+pub async fn connect_with_small_window(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Asks for `/large` on `stream` with `Connection: close`, then reads the answer while
+/// writing on ([`read_while_writing`]): when the server is done with the answer, bytes it
+/// never read are waiting, and closing on them would be a reset. Asserts a 200 that closes
+/// the connection, all of its Content-Length, then a clean end of stream; returns the
+/// Content-Length.
+pub async fn closing_answer_read_while_writing<S>(mut stream: S, host: &str) -> usize
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let request = format!("GET /large HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let client = read_while_writing(stream, Duration::from_secs(30)).await;
+    assert!(client.written > 0, "the client wrote on");
+    assert_eq!(client.read, length, "the whole answer ({:?})", client.end);
+    client
+        .end
+        .expect("a clean end of stream after the answer, not a reset");
+    length
+}
+
 /// What a client that writes on while it reads saw: the bytes it read, how its reading
 /// ended (`Ok` at the end of stream; a reset is an error) and how many bytes it wrote.
 #[derive(Debug)]
