@@ -116,6 +116,14 @@ pub struct Timeouts {
     pub pool_idle: Duration,
     /// How long a TLS handshake may take, from the accept.
     pub tls_handshake: Duration,
+    /// Lingering close (nginx's `lingering_time`): after the balancer closes an HTTP/1.1
+    /// client connection it stops writing and reads and discards what the client still
+    /// sends for at most this long, so a client write racing the close does not turn it
+    /// into a reset that destroys the answer the client has not read yet.
+    pub lingering_time: Duration,
+    /// Lingering close (nginx's `lingering_timeout`): the connection is closed once the
+    /// client sent nothing for this long.
+    pub lingering_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +140,11 @@ pub struct Limits {
     /// HTTP/2: how many streams a client may reset before their answer is done before a
     /// connection that resets more streams than it completes is closed (rapid reset).
     pub h2_max_resets: usize,
+    /// Lingering close: the most bytes read and discarded from a client after the
+    /// balancer closed its side; 0 turns lingering off (close at once). Well above a
+    /// socket's receive buffer (Linux grows one to 6 MiB): stopping short of what already
+    /// waits there would be the reset lingering is for.
+    pub lingering_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +292,8 @@ impl Default for Config {
                 shutdown_grace: Duration::from_secs(30),
                 pool_idle: Duration::from_secs(60),
                 tls_handshake: Duration::from_secs(10),
+                lingering_time: Duration::from_secs(30),
+                lingering_timeout: Duration::from_secs(5),
             },
             limits: Limits {
                 max_connections: 10_000,
@@ -288,6 +303,7 @@ impl Default for Config {
                 max_handshakes: 1024,
                 h2_max_concurrent_streams: 100,
                 h2_max_resets: 100,
+                lingering_bytes: 64 * 1024 * 1024,
             },
             retry: RetryConfig {
                 idempotent: false,
@@ -1444,6 +1460,10 @@ struct FileTimeouts {
     pool_idle: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     tls_handshake: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    lingering_time: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    lingering_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1456,6 +1476,7 @@ struct FileLimits {
     max_handshakes: Option<usize>,
     h2_max_concurrent_streams: Option<usize>,
     h2_max_resets: Option<usize>,
+    lingering_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1537,6 +1558,8 @@ impl FileConfig {
         set(&mut c.timeouts.shutdown_grace, t.shutdown_grace);
         set(&mut c.timeouts.pool_idle, t.pool_idle);
         set(&mut c.timeouts.tls_handshake, t.tls_handshake);
+        set(&mut c.timeouts.lingering_time, t.lingering_time);
+        set(&mut c.timeouts.lingering_timeout, t.lingering_timeout);
         let l = self.limits;
         set(&mut c.limits.max_connections, l.max_connections);
         set(&mut c.limits.max_header_bytes, l.max_header_bytes);
@@ -1548,6 +1571,7 @@ impl FileConfig {
             l.h2_max_concurrent_streams,
         );
         set(&mut c.limits.h2_max_resets, l.h2_max_resets);
+        set(&mut c.limits.lingering_bytes, l.lingering_bytes);
         let r = self.retry;
         set(&mut c.retry.idempotent, r.idempotent);
         set(&mut c.retry.max_attempts, r.max_attempts);

@@ -12,6 +12,7 @@
 //! | `limits.max_header_bytes`, `limits.max_headers` | hyper's parser (431) and the `framing` tap |
 //! | `timeouts.client_header` (a head from its first byte), `keep_alive_idle` | `framing` tap |
 //! | `timeouts.client_write` (a client that stopped reading) | `framing` tap, write side; the switch after a 101 |
+//! | lingering close of an HTTP/1.1 client connection: `timeouts.lingering_time` in all, `timeouts.lingering_timeout` with nothing received, `limits.lingering_bytes` discarded (0: off) | `server` (after the write side is shut, until the client's end of stream) |
 //! | `timeouts.client_body` (idle between request body reads) | `upstream::request` (408) |
 //! | `timeouts.connect` | `upstream::connection`; `l4` |
 //! | `timeouts.response_header` (from the request's last byte) | `upstream::exchange` |
@@ -73,6 +74,9 @@ const MAX_HANDSHAKES: usize = 1_000_000;
 /// connection may hold.
 const H2_MAX_CONCURRENT_STREAMS: usize = 10_000;
 const H2_MAX_RESETS: usize = 1_000_000;
+/// Far more than any answer's worth of a client's racing writes; past it a client is
+/// sending on purpose, and lingering only costs reads.
+const LINGERING_BYTES: usize = 1024 * 1024 * 1024;
 /// No wait may be zero (it would fire at once) or longer than a day (effectively none,
 /// and far enough to overflow an `Instant` on some platforms).
 const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -115,6 +119,20 @@ impl BackendGuards {
             client_body: timeout,
         }
     }
+}
+
+/// The bounds on the lingering close of an HTTP/1.1 client connection (nginx's
+/// `lingering_close`): after the balancer shut its side, what the client still sends is
+/// read and discarded until the client closes too, within these bounds, so the answer it
+/// has not read yet is not destroyed by a reset.
+#[derive(Debug, Clone, Copy)]
+pub struct LingerGuards {
+    /// The whole lingering, from the write side's shutdown.
+    pub time: Duration,
+    /// Closed once nothing came for this long.
+    pub idle: Duration,
+    /// Closed once this many bytes were discarded; 0: no lingering at all.
+    pub max_bytes: usize,
 }
 
 /// The bounds on an upgraded connection.
@@ -161,6 +179,7 @@ pub struct Guards {
     pub tls: TlsGuards,
     pub http2: Http2Guards,
     pub client: ClientGuards,
+    pub linger: LingerGuards,
     pub backend: BackendGuards,
     pub tunnel: TunnelGuards,
     pub pool: PoolGuards,
@@ -189,6 +208,11 @@ impl Guards {
                 write: t.client_write,
                 max_header_bytes: l.max_header_bytes,
                 max_headers: l.max_headers,
+            },
+            linger: LingerGuards {
+                time: t.lingering_time,
+                idle: t.lingering_timeout,
+                max_bytes: l.lingering_bytes,
             },
             backend: BackendGuards {
                 connect: t.connect,
@@ -239,6 +263,12 @@ pub(crate) fn check_bounds(config: &Config) -> Result<(), (&'static str, String)
             H2_MAX_CONCURRENT_STREAMS,
         ),
         ("limits.h2_max_resets", l.h2_max_resets, 1, H2_MAX_RESETS),
+        (
+            "limits.lingering_bytes",
+            l.lingering_bytes,
+            0,
+            LINGERING_BYTES,
+        ),
     ] {
         if !(low..=high).contains(&value) {
             return Err((name, format!("is {value}: must be {low}-{high}")));
@@ -257,6 +287,8 @@ pub(crate) fn check_bounds(config: &Config) -> Result<(), (&'static str, String)
         ("timeouts.pool_idle", t.pool_idle),
         ("timeouts.shutdown_grace", t.shutdown_grace),
         ("timeouts.tls_handshake", t.tls_handshake),
+        ("timeouts.lingering_time", t.lingering_time),
+        ("timeouts.lingering_timeout", t.lingering_timeout),
     ] {
         if !(SHORTEST_WAIT..=LONGEST_WAIT).contains(&value) {
             return Err((
@@ -283,7 +315,16 @@ mod tests {
     fn defaults_are_within_bounds_and_each_bound_is_enforced_by_name() {
         valid().validate().unwrap();
         type Breaker = fn(&mut Config);
-        let cases: [(&str, Breaker); 10] = [
+        let cases: [(&str, Breaker); 13] = [
+            ("limits.lingering_bytes", |c| {
+                c.limits.lingering_bytes = LINGERING_BYTES + 1
+            }),
+            ("timeouts.lingering_time", |c| {
+                c.timeouts.lingering_time = Duration::ZERO
+            }),
+            ("timeouts.lingering_timeout", |c| {
+                c.timeouts.lingering_timeout = Duration::from_secs(u64::MAX)
+            }),
             ("limits.h2_max_concurrent_streams", |c| {
                 c.limits.h2_max_concurrent_streams = 0
             }),

@@ -11,6 +11,18 @@
 //!
 //! A TLS client that negotiates `h2` by ALPN is served by [`http2`] instead: hyper's
 //! HTTP/2 server in front of the same proxy, under the same connection limit.
+//!
+//! An HTTP/1.1 connection the balancer ends after an answer (`Connection: close`, an
+//! error, a request it refuses, a client that pipelined more) gets a lingering close, as
+//! nginx's `lingering_close`: closing a socket with unread bytes, or one the client still
+//! writes to, makes the kernel send a reset, and a reset that reaches the client before
+//! it read the answer destroys the answer. So the write side is shut (the client sees the
+//! end of the answer), and what the client still sends is read and discarded until it
+//! closes too, within `guards::LingerGuards` (time in all, time with nothing received,
+//! bytes). The connection keeps its `max_connections` place meanwhile; shutdown cuts it
+//! short. An idle connection closed by `keep_alive_idle` answered nothing since, and one
+//! whose socket failed (a reset, a client too slow to send or to read) has no answer left
+//! to protect: those are closed at once.
 
 mod http2;
 
@@ -35,7 +47,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::framing::{Findings, FramingTap};
-use crate::guards::{ClientGuards, Guards};
+use crate::guards::{ClientGuards, Guards, LingerGuards};
 use crate::proxy::Proxy;
 use crate::proxy::body::ClientBody;
 use crate::proxy::error::ProxyError;
@@ -323,6 +335,7 @@ async fn serve_connection<S: ClientStream>(
     // A reload's client bounds apply from the next connection on; hyper's settings are
     // made again only if its header limits changed.
     let client = proxy.policy().guards.client;
+    let linger = proxy.policy().guards.linger;
     let start_up = shared.guards.client;
     let reloaded;
     let builder = if (client.max_header_bytes, client.max_headers)
@@ -406,16 +419,27 @@ async fn serve_connection<S: ClientStream>(
                 (&mut *connection).await
             }
         };
-        if let Err(error) = ended {
+        if let Err(error) = &ended {
             tracing::debug!(%peer, %error, "client connection ended with an error");
-            return;
         }
-        // Upgraded (hyper handed the socket to the tunnel) or closed: done.
+        // Upgraded: hyper handed the socket to the tunnel.
         let Some(parts) = connection.into_parts() else {
             return;
         };
         let mut tap = parts.io.into_inner();
-        if !tap.take_parked() || !parts.read_buf.is_empty() || stop.requested() {
+        // Taken first: while it is set the tap's shutdown leaves the socket open.
+        let parked = tap.take_parked();
+        if ended.as_ref().is_err_and(failed_on_io) {
+            // A reset, or a client too slow to send its head or take its answer: nothing
+            // is left that it would read.
+            return;
+        }
+        if ended.is_err() || !parked || !parts.read_buf.is_empty() {
+            // Closed after an answer (or hyper's own error answer), or the client ended.
+            linger_close(tap, linger, stop).await;
+            return;
+        }
+        if stop.requested() {
             return;
         }
         // Empty, but it still holds hyper's read buffer.
@@ -438,6 +462,66 @@ async fn serve_connection<S: ClientStream>(
         }
         io = tap;
         service = parts.service;
+    }
+}
+
+/// Whether hyper's connection ended because the socket failed (a reset, or one of the
+/// tap's timeouts), rather than on something the client sent (which hyper answers).
+fn failed_on_io(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(error) = source {
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Shuts the write side of a connection the balancer ends, then reads and discards what
+/// the client still sends until it closes too (end of stream), goes quiet for
+/// `bounds.idle`, sends `bounds.max_bytes`, or `bounds.time` has passed; shutdown cuts it
+/// short. Only then is the socket closed: with nothing unread, the kernel ends it with a
+/// FIN, not a reset that could destroy the answer the client is still reading.
+async fn linger_close<S: ClientStream>(mut tap: FramingTap<S>, bounds: LingerGuards, stop: &Stop) {
+    if bounds.max_bytes == 0 {
+        return;
+    }
+    let lingering = std::pin::pin!(tokio::time::timeout(bounds.time, async {
+        // hyper shut the write side already when it ended cleanly; after an error it may
+        // not have. A second shutdown changes nothing; a failed one means the client is
+        // gone (or stopped reading past `client_write`): nothing is left to protect.
+        if tokio::io::AsyncWriteExt::shutdown(&mut tap).await.is_err() {
+            return 0;
+        }
+        // The bytes are read raw from the TCP socket, under TLS too: none of them is used.
+        let tcp = tap.get_ref().tcp();
+        let mut buf = vec![0u8; 4096];
+        let mut discarded = 0usize;
+        loop {
+            if !matches!(
+                tokio::time::timeout(bounds.idle, tcp.readable()).await,
+                Ok(Ok(()))
+            ) {
+                return discarded;
+            }
+            match tcp.try_read(&mut buf) {
+                Ok(0) => return discarded,
+                Ok(n) => {
+                    discarded += n;
+                    if discarded >= bounds.max_bytes {
+                        return discarded;
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return discarded,
+            }
+        }
+    }));
+    if let Some(Ok(discarded)) = stop.or(lingering).await
+        && discarded > 0
+    {
+        tracing::trace!(discarded, "lingering close: client bytes discarded");
     }
 }
 

@@ -18,15 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use balancer::Balancer;
-use balancer::config::{AcmeConfig, Config};
-use balancer::tls::acme::Acme;
+use balancer::config::AcmeConfig;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
@@ -267,61 +264,17 @@ fn relay(listener: TcpListener, target: Arc<OnceLock<SocketAddr>>) -> JoinHandle
     })
 }
 
-/// An in-process balancer with HTTPS and ACME.
-struct AcmeBalancer {
-    plain: SocketAddr,
-    tls: SocketAddr,
-    acme: Arc<Acme>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl AcmeBalancer {
-    async fn start(config: Config) -> Self {
-        config.validate().expect("test config is valid");
-        let balancer = Balancer::build(config).await.unwrap();
-        let plain = balancer.local_addr().unwrap();
-        let tls = balancer.tls_addr().expect("TLS is on");
-        let acme = balancer.acme().expect("ACME is on");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(balancer.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            plain,
-            tls,
-            acme,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// Waits (bounded) until `count` certificates were obtained since start-up.
-    async fn obtained(&self, count: u64, pebble: &Pebble) {
-        let acme = self.acme.clone();
-        let done = eventually(Duration::from_secs(90), async || acme.obtained() >= count).await;
-        assert!(
-            done,
-            "no certificate #{count} within 90 s (failures: {}, last error: {:?}); pebble:\n{}",
-            self.acme.failures(),
-            self.acme.last_error(),
-            pebble.log()
-        );
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("drained within 10 s")
-            .unwrap();
-    }
-}
-
-impl Drop for AcmeBalancer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Waits (bounded) until `count` certificates were obtained since `running` started.
+async fn wait_obtained(running: &Running, count: u64, pebble: &Pebble) {
+    let acme = running.acme().clone();
+    let done = eventually(Duration::from_secs(90), async || acme.obtained() >= count).await;
+    assert!(
+        done,
+        "no certificate #{count} within 90 s (failures: {}, last error: {:?}); pebble:\n{}",
+        acme.failures(),
+        acme.last_error(),
+        pebble.log()
+    );
 }
 
 /// A GET over TLS naming `DOMAIN`, verified against `root` only: the certificate served
@@ -333,7 +286,7 @@ async fn get_verified(
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut tls = tokio::time::timeout(
+    let tls = tokio::time::timeout(
         Duration::from_secs(10),
         connector(roots).connect(ServerName::try_from(DOMAIN).unwrap(), tcp),
     )
@@ -341,16 +294,8 @@ async fn get_verified(
     .expect("handshake within 10 s")
     .expect("the certificate verifies against pebble's root for the domain");
     let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    tls.write_all(
-        format!("GET /hello HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
-        .await
-        .expect("answer within 10 s");
-    let text = String::from_utf8_lossy(&answer);
+    let request = format!("GET /hello HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n");
+    let text = raw_on(tls, request.as_bytes()).await;
     (served, text.lines().next().unwrap_or("").to_owned())
 }
 
@@ -365,33 +310,35 @@ async fn a_certificate_is_obtained_served_cached_and_renewed_from_a_real_acme_se
 
     let backend = spawn_backend("app").await;
     let cache = scratch.path().join("acme-cache");
-    let mut config = config(&[&backend]);
-    config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.tls.acme = Some(AcmeConfig {
+    let config = config(&[&backend]);
+    let acme = AcmeConfig {
         domains: vec![DOMAIN.to_owned()],
         contact: vec!["mailto:ops@hitscale.test".to_owned()],
         directory: pebble.directory(),
         cache_dir: cache.clone(),
         renew_before: Duration::from_secs(30 * 24 * 3600),
         directory_ca: Some(pebble.listener_ca.clone()),
-    });
-    let first = AcmeBalancer::start(config.clone()).await;
-    target.set(first.plain).unwrap();
+    };
+    let first = Running::builder(config.clone())
+        .acme(acme.clone())
+        .start()
+        .await;
+    target.set(first.addr).unwrap();
 
     // Obtained over HTTP-01 (pebble fetched the token from the plain listener), and
     // served for the domain under pebble's root.
-    first.obtained(1, &pebble).await;
+    wait_obtained(&first, 1, &pebble).await;
     assert_eq!(pebble.issued(), 1, "{}", pebble.log());
     assert_eq!(
-        first.acme.challenges().pending(),
+        first.acme().challenges().pending(),
         0,
         "tokens removed after the order"
     );
     // A token that is not the balancer's goes to the backends (an app's own ACME client).
-    let other = get(first.plain, "/.well-known/acme-challenge/not-ours").await;
+    let other = get(first.addr, "/.well-known/acme-challenge/not-ours").await;
     assert_eq!((other.status, other.instance()), (200, "app"));
     let root = pebble.root().await;
-    let (obtained, status) = get_verified(first.tls, &root).await;
+    let (obtained, status) = get_verified(first.tls(), &root).await;
     assert!(status.contains(" 200 "), "{status}");
 
     // The account and the certificate are cached, private to the balancer's user.
@@ -408,14 +355,14 @@ async fn a_certificate_is_obtained_served_cached_and_renewed_from_a_real_acme_se
     );
 
     // A renewal: a new certificate, served to new connections.
-    first.acme.renew_now();
-    first.obtained(2, &pebble).await;
+    first.acme().renew_now();
+    wait_obtained(&first, 2, &pebble).await;
     assert_eq!(pebble.issued(), 2, "{}", pebble.log());
-    let (renewed, status) = get_verified(first.tls, &root).await;
+    let (renewed, status) = get_verified(first.tls(), &root).await;
     assert!(status.contains(" 200 "), "{status}");
     assert_ne!(renewed, obtained, "the renewed certificate is served");
     // Pebble's certificates live five years: the next renewal is 30 days before that.
-    let due = first.acme.renewal_due();
+    let due = first.acme().renewal_due();
     assert!(
         due > std::time::SystemTime::now() + Duration::from_secs(365 * 24 * 3600),
         "{due:?}"
@@ -423,16 +370,21 @@ async fn a_certificate_is_obtained_served_cached_and_renewed_from_a_real_acme_se
     first.shutdown().await;
 
     // A restart serves the cached certificate at once and asks pebble for nothing.
-    let second = AcmeBalancer::start(config).await;
-    let (served, status) = get_verified(second.tls, &root).await;
+    let second = Running::builder(config).acme(acme).start().await;
+    let (served, status) = get_verified(second.tls(), &root).await;
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(served, renewed, "the cached certificate after a restart");
     assert!(
-        second.acme.renewal_due()
+        second.acme().renewal_due()
             > std::time::SystemTime::now() + Duration::from_secs(365 * 24 * 3600)
     );
-    assert_eq!(second.acme.obtained(), 0);
-    assert_eq!(second.acme.failures(), 0, "{:?}", second.acme.last_error());
+    assert_eq!(second.acme().obtained(), 0);
+    assert_eq!(
+        second.acme().failures(),
+        0,
+        "{:?}",
+        second.acme().last_error()
+    );
     assert_eq!(
         pebble.issued(),
         2,

@@ -18,52 +18,21 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    BinaryBalancer, TestBackend, WithAdmin, config, eventually, get, json_field, request, send,
-    spawn_backend, spawn_with_admin as start, spread,
+    BinaryBalancer, Running, TestBackend, admin_call as call, config, eventually, get, json_field,
+    listed, request, send, spawn_backend, spread,
 };
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// One admin call: its status and JSON body.
-async fn call(
-    admin: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut builder = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let answer = send(admin, builder.body(Full::new(Bytes::from(body))).unwrap()).await;
-    let json = serde_json::from_str(&answer.body)
-        .unwrap_or_else(|e| panic!("admin answer is not JSON ({e}): {}", answer.body));
-    (answer.status, json)
-}
-
-/// The listed entry for `address`, if any.
-async fn listed(admin: SocketAddr, token: Option<&str>, address: SocketAddr) -> Option<Value> {
-    let (status, list) = call(admin, "GET", "/api/backends", token, None).await;
-    assert_eq!(status, 200, "{list}");
-    list["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["address"] == address.to_string())
-        .cloned()
-}
-
 /// A re-resolution, as the discovery loop runs it, on the live registry.
-async fn re_resolve(running: &WithAdmin) {
+async fn re_resolve(running: &Running) {
     let sticky = Sticky::new(&running.config.sticky, &StickyKey::random().unwrap());
     Discovery::new(&running.config, running.registry.clone(), sticky)
         .refresh()
@@ -74,10 +43,13 @@ async fn re_resolve(running: &WithAdmin) {
 async fn calls_without_the_right_token_get_401_and_change_nothing() {
     let a = spawn_backend("a").await;
     let b = spawn_backend("b").await;
-    let running = start(config(&[&a, &b]), Some(TOKEN)).await;
+    let running = Running::builder(config(&[&a, &b]))
+        .admin(Some(TOKEN))
+        .start()
+        .await;
     // b is drained with the token, so a refused resume has something to leave alone.
     let drain_b = format!("/api/backends/{}/drain", b.addr);
-    let (status, _) = call(running.admin, "POST", &drain_b, Some(TOKEN), None).await;
+    let (status, _) = call(running.admin(), "POST", &drain_b, Some(TOKEN), None).await;
     assert_eq!(status, 200);
     let before = running.registry.load_full();
     let drain = format!("/api/backends/{}/drain", a.addr);
@@ -97,7 +69,7 @@ async fn calls_without_the_right_token_get_401_and_change_nothing() {
                 Some(json!({"address": "127.0.0.1:9", "weight": 1})),
             ),
         ] {
-            let (status, body) = call(running.admin, method, path, token, body).await;
+            let (status, body) = call(running.admin(), method, path, token, body).await;
             assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
             assert!(body["error"].is_string(), "{body}");
         }
@@ -108,7 +80,7 @@ async fn calls_without_the_right_token_get_401_and_change_nothing() {
     assert_eq!(state(&after.backends[0]), (false, 1), "a is unchanged");
     assert_eq!(state(&after.backends[1]), (true, 1), "b is still drained");
     // The right token works, and the public listener knows nothing of the API.
-    let entry = listed(running.admin, Some(TOKEN), a.addr).await.unwrap();
+    let entry = listed(running.admin(), Some(TOKEN), a.addr).await.unwrap();
     assert_eq!(entry["state"], "healthy");
     assert_ne!(get(running.addr, "/api/backends").await.instance(), "");
 }
@@ -179,7 +151,7 @@ async fn drain_under_load_fails_nothing_sends_nothing_new_and_ends_with_the_last
         ..Config::default()
     };
     config.timeouts.shutdown_grace = Duration::from_secs(5);
-    let running = Arc::new(start(config, None).await);
+    let running = Arc::new(Running::builder(config).admin(None).start().await);
     let [a, b, c] = &backends;
 
     // One held request on each backend (round robin); a's and c's are let go, b's stays.
@@ -219,7 +191,7 @@ async fn drain_under_load_fails_nothing_sends_nothing_new_and_ends_with_the_last
         .collect();
     assert!(eventually(LIMIT, async || done.load(Ordering::SeqCst) >= 60).await);
     let (status, entry) = call(
-        running.admin,
+        running.admin(),
         "POST",
         &format!("/api/backends/{}/drain", b.addr),
         None,
@@ -252,7 +224,7 @@ async fn drain_under_load_fails_nothing_sends_nothing_new_and_ends_with_the_last
     assert!(outcomes.iter().any(|(_, _, after)| *after));
 
     // Still draining while its held request is in flight; drained once it ends.
-    let entry = listed(running.admin, None, b.addr).await.unwrap();
+    let entry = listed(running.admin(), None, b.addr).await.unwrap();
     assert_eq!(entry["state"], "draining", "{entry}");
     assert_eq!(entry["in_flight"], 1, "{entry}");
     b.gate.send_replace(true);
@@ -261,7 +233,7 @@ async fn drain_under_load_fails_nothing_sends_nothing_new_and_ends_with_the_last
         assert_eq!(answer.status, 200);
     }
     assert!(
-        eventually(LIMIT, async || listed(running.admin, None, b.addr)
+        eventually(LIMIT, async || listed(running.admin(), None, b.addr)
             .await
             .is_some_and(|e| e["state"] == "drained"))
         .await
@@ -269,7 +241,7 @@ async fn drain_under_load_fails_nothing_sends_nothing_new_and_ends_with_the_last
 
     // Resumed, it takes traffic again.
     let (status, entry) = call(
-        running.admin,
+        running.admin(),
         "POST",
         &format!("/api/backends/{}/resume", b.addr),
         None,
@@ -287,13 +259,13 @@ async fn a_weight_change_shifts_the_weighted_round_robin_split() {
     let b = spawn_backend("b").await;
     let mut config = config(&[&a, &b]);
     config.algorithm = Algorithm::WeightedRoundRobin;
-    let running = start(config, Some(TOKEN)).await;
+    let running = Running::builder(config).admin(Some(TOKEN)).start().await;
     let before = spread(running.addr, 20).await;
     assert_eq!((before["a"], before["b"]), (10, 10), "{before:?}");
 
     let path = format!("/api/backends/{}/weight", a.addr);
     let (status, entry) = call(
-        running.admin,
+        running.admin(),
         "PUT",
         &path,
         Some(TOKEN),
@@ -315,12 +287,12 @@ async fn a_weight_change_shifts_the_weighted_round_robin_split() {
         json!({"weight": "2"}),
         json!({}),
     ] {
-        let (status, error) = call(running.admin, "PUT", &path, Some(TOKEN), Some(body)).await;
+        let (status, error) = call(running.admin(), "PUT", &path, Some(TOKEN), Some(body)).await;
         assert_eq!(status, 400, "{error}");
         assert_eq!(error["field"], "weight", "{error}");
     }
     let (status, error) = call(
-        running.admin,
+        running.admin(),
         "PUT",
         "/api/backends/127.0.0.1:9/weight",
         Some(TOKEN),
@@ -329,7 +301,7 @@ async fn a_weight_change_shifts_the_weighted_round_robin_split() {
     .await;
     assert_eq!(status, 404, "{error}");
     let (status, error) = call(
-        running.admin,
+        running.admin(),
         "PUT",
         "/api/backends/not-an-address/weight",
         Some(TOKEN),
@@ -339,10 +311,10 @@ async fn a_weight_change_shifts_the_weighted_round_robin_split() {
     assert_eq!((status, error["field"].as_str()), (400, Some("address")));
     // Bodies over the cap, unknown fields and endpoints are refused; nothing changes.
     let big = json!({"weight": 2, "pad": "x".repeat(20_000)});
-    let (status, error) = call(running.admin, "PUT", &path, Some(TOKEN), Some(big)).await;
+    let (status, error) = call(running.admin(), "PUT", &path, Some(TOKEN), Some(big)).await;
     assert_eq!(status, 413, "{error}");
     let (status, error) = call(
-        running.admin,
+        running.admin(),
         "POST",
         "/api/backends",
         Some(TOKEN),
@@ -354,10 +326,10 @@ async fn a_weight_change_shifts_the_weighted_round_robin_split() {
         (400, Some("wieght")),
         "{error}"
     );
-    let (status, _) = call(running.admin, "GET", "/api/other", Some(TOKEN), None).await;
+    let (status, _) = call(running.admin(), "GET", "/api/other", Some(TOKEN), None).await;
     assert_eq!(status, 404);
     let (status, _) = call(
-        running.admin,
+        running.admin(),
         "POST",
         &format!("/api/backends/{}/explode", a.addr),
         Some(TOKEN),
@@ -369,7 +341,7 @@ async fn a_weight_change_shifts_the_weighted_round_robin_split() {
     assert_eq!(running.registry.load().backends[0].weight(), 3);
     // A re-resolution keeps the weight the API set.
     re_resolve(&running).await;
-    let entry = listed(running.admin, Some(TOKEN), a.addr).await.unwrap();
+    let entry = listed(running.admin(), Some(TOKEN), a.addr).await.unwrap();
     assert_eq!(entry["weight"], 3, "{entry}");
 }
 
@@ -377,9 +349,12 @@ async fn a_weight_change_shifts_the_weighted_round_robin_split() {
 async fn added_backends_take_traffic_and_survive_re_resolution_removed_ones_stay_out() {
     let a = spawn_backend("a").await;
     let b = spawn_backend("b").await;
-    let running = start(config(&[&a]), Some(TOKEN)).await;
+    let running = Running::builder(config(&[&a]))
+        .admin(Some(TOKEN))
+        .start()
+        .await;
     let (status, entry) = call(
-        running.admin,
+        running.admin(),
         "POST",
         "/api/backends",
         Some(TOKEN),
@@ -396,7 +371,7 @@ async fn added_backends_take_traffic_and_survive_re_resolution_removed_ones_stay
 
     // Adding it twice, or something that is no address, is refused with the field.
     let (status, _) = call(
-        running.admin,
+        running.admin(),
         "POST",
         "/api/backends",
         Some(TOKEN),
@@ -405,7 +380,7 @@ async fn added_backends_take_traffic_and_survive_re_resolution_removed_ones_stay
     .await;
     assert_eq!(status, 409);
     let (status, error) = call(
-        running.admin,
+        running.admin(),
         "POST",
         "/api/backends",
         Some(TOKEN),
@@ -416,13 +391,13 @@ async fn added_backends_take_traffic_and_survive_re_resolution_removed_ones_stay
 
     re_resolve(&running).await;
     assert!(
-        listed(running.admin, Some(TOKEN), b.addr).await.is_some(),
+        listed(running.admin(), Some(TOKEN), b.addr).await.is_some(),
         "the added backend survives a re-resolution"
     );
 
     // Removing the configured one: everything goes to b, and DNS does not bring it back.
     let (status, _) = call(
-        running.admin,
+        running.admin(),
         "DELETE",
         &format!("/api/backends/{}", a.addr),
         Some(TOKEN),
@@ -431,11 +406,11 @@ async fn added_backends_take_traffic_and_survive_re_resolution_removed_ones_stay
     .await;
     assert_eq!(status, 200);
     re_resolve(&running).await;
-    assert!(listed(running.admin, Some(TOKEN), a.addr).await.is_none());
+    assert!(listed(running.admin(), Some(TOKEN), a.addr).await.is_none());
     let split = spread(running.addr, 6).await;
     assert_eq!(split.get("b"), Some(&6), "{split:?}");
     let (status, _) = call(
-        running.admin,
+        running.admin(),
         "DELETE",
         &format!("/api/backends/{}", a.addr),
         Some(TOKEN),
@@ -564,8 +539,13 @@ async fn the_cli_lists_the_backends_of_a_running_balancer() {
 async fn a_stalled_request_head_on_the_admin_listener_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = spawn_backend("a").await;
-    let running = start(config(&[&a]), Some(TOKEN)).await;
-    let mut stream = tokio::net::TcpStream::connect(running.admin).await.unwrap();
+    let running = Running::builder(config(&[&a]))
+        .admin(Some(TOKEN))
+        .start()
+        .await;
+    let mut stream = tokio::net::TcpStream::connect(running.admin())
+        .await
+        .unwrap();
     stream
         .write_all(b"GET /api/backends HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -591,7 +571,7 @@ async fn a_drained_backend_takes_no_new_sticky_session_and_gets_its_own_back_on_
     let b = spawn_backend("b").await;
     let mut config = config(&[&a, &b]);
     config.sticky.enabled = true;
-    let running = start(config, None).await;
+    let running = Running::builder(config).admin(None).start().await;
     let first = get(running.addr, "/").await;
     let owner = first.instance().to_owned();
     let cookie = first.headers["set-cookie"]
@@ -606,7 +586,10 @@ async fn a_drained_backend_takes_no_new_sticky_session_and_gets_its_own_back_on_
     assert_eq!(with_cookie().await.instance(), owner);
 
     let drain = format!("/api/backends/{owner_addr}/drain");
-    assert_eq!(call(running.admin, "POST", &drain, None, None).await.0, 200);
+    assert_eq!(
+        call(running.admin(), "POST", &drain, None, None).await.0,
+        200
+    );
     for _ in 0..4 {
         let answer = with_cookie().await;
         assert_eq!(answer.status, 200);
@@ -622,7 +605,7 @@ async fn a_drained_backend_takes_no_new_sticky_session_and_gets_its_own_back_on_
     }
     let resume = format!("/api/backends/{owner_addr}/resume");
     assert_eq!(
-        call(running.admin, "POST", &resume, None, None).await.0,
+        call(running.admin(), "POST", &resume, None, None).await.0,
         200
     );
     assert_eq!(with_cookie().await.instance(), owner);

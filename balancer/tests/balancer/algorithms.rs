@@ -14,7 +14,7 @@ async fn round_robin_visits_backends_in_exact_order() {
         spawn_backend("b").await,
         spawn_backend("c").await,
     ];
-    let balancer = spawn_balancer(config(&backends.iter().collect::<Vec<_>>())).await;
+    let balancer = Running::start(config(&backends.iter().collect::<Vec<_>>())).await;
     let mut order = Vec::new();
     for _ in 0..9 {
         order.push(get(balancer.addr, "/").await.instance().to_owned());
@@ -40,7 +40,7 @@ async fn weighted_round_robin_is_smooth_like_nginx() {
     let mut config = config(&[&a, &b, &c]);
     config.algorithm = Algorithm::WeightedRoundRobin;
     config.backends[0].weight = 5;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let mut order = String::new();
     for _ in 0..14 {
         order.push_str(get(balancer.addr, "/").await.instance());
@@ -53,7 +53,7 @@ async fn weighted_round_robin_is_smooth_like_nginx() {
 /// so it no longer counts as in flight) or is held by `slow`. Returns the answers' ids and
 /// the requests `slow` holds, which it answers once released.
 async fn with_slow_holding(
-    balancer: &TestBalancer,
+    balancer: &Running,
     slow: &TestBackend,
     n: usize,
 ) -> (Vec<String>, Vec<tokio::task::JoinHandle<Answer>>) {
@@ -100,7 +100,7 @@ async fn least_connections_favours_the_fast_backend() {
     let (fast, slow) = (spawn_backend("fast").await, spawn_backend("slow").await);
     let mut config = config(&[&fast, &slow]);
     config.algorithm = Algorithm::LeastConnections;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     // Once the slow backend holds a request, it has more in flight than the fast one, so
     // it gets nothing more; before that the two tie.
     let (answered, held) = with_slow_holding(&balancer, &slow, 40).await;
@@ -119,7 +119,7 @@ async fn least_response_time_favours_the_fast_backend() {
         .store(60, std::sync::atomic::Ordering::SeqCst);
     let mut config = config(&[&fast, &slow]);
     config.algorithm = Algorithm::LeastResponseTime;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let counts = spread(balancer.addr, 40).await;
     let (f, s) = (
         counts.get("fast").copied().unwrap_or(0),
@@ -137,7 +137,7 @@ async fn power_of_two_choices_uses_every_backend_and_avoids_the_busy_one() {
     );
     let mut config = config(&[&a, &b, &slow]);
     config.algorithm = Algorithm::PowerOfTwoChoices;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     // All idle: random draws reach every backend (one left out of 60 draws: odds ~1e-10).
     let counts = spread(balancer.addr, 60).await;
     assert_eq!(counts.len(), 3, "{counts:?}");
@@ -158,21 +158,9 @@ async fn get_from(source: [u8; 4], addr: std::net::SocketAddr) -> String {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind((source, 0).into()).unwrap();
     let stream = socket.connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        sender.send_request(request("/", &[])),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    response.headers()["x-instance-id"]
-        .to_str()
-        .unwrap()
+    send_on(&mut http1_over(stream).await, request("/", &[]))
+        .await
+        .instance()
         .to_owned()
 }
 
@@ -188,7 +176,7 @@ async fn ip_hash_keeps_clients_and_remaps_few_when_a_backend_leaves() {
     config.algorithm = Algorithm::IpHash;
     config.health.path = Some("/healthz".into());
     config.health.fall = 1.try_into().unwrap();
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let clients: Vec<[u8; 4]> = (2..82).map(|i| [127, 0, 1, i]).collect();
     let mut before = Vec::new();
     for client in &clients {

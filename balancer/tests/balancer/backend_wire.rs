@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{Answer, config, eventually, raw, send, spawn_balancer};
+use crate::helpers::{Answer, Running, config, eventually, raw, send};
 
 /// What the backend does after writing a scripted answer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -149,10 +149,10 @@ async fn scripted(replies: Vec<Reply>) -> Scripted {
     }
 }
 
-async fn balancer_for(backend: &Scripted) -> crate::helpers::TestBalancer {
+async fn balancer_for(backend: &Scripted) -> crate::helpers::Running {
     let mut config = config(&[]);
     config.backends = vec![backend.addr.to_string().parse().unwrap()];
-    spawn_balancer(config).await
+    Running::start(config).await
 }
 
 fn post(path: &str, body: &'static [u8], headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
@@ -402,7 +402,7 @@ async fn an_early_answer_during_an_upload_reaches_the_client() {
     });
     let mut config = config(&[]);
     config.backends = vec![addr.to_string().parse().unwrap()];
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     // 64 MiB announced; only the first part is ever sent by this client.
     let mut client = TcpStream::connect(balancer.addr).await.unwrap();
     client

@@ -134,6 +134,18 @@ fn every_duration_and_limit_has_bounds_and_errors_say_where_the_value_was_set() 
             "timeouts.shutdown_grace",
         ),
         ("[timeouts]\npool_idle = \"9600h\"", "timeouts.pool_idle"),
+        (
+            "[timeouts]\nlingering_time = \"0s\"",
+            "timeouts.lingering_time",
+        ),
+        (
+            "[timeouts]\nlingering_timeout = \"48h\"",
+            "timeouts.lingering_timeout",
+        ),
+        (
+            "[limits]\nlingering_bytes = 2000000000",
+            "limits.lingering_bytes",
+        ),
         ("[health]\ntimeout = \"0s\"", "health.timeout"),
         ("[health]\nfall = 100000", "health.fall"),
         ("[passive]\nbase_ejection = \"0s\"", "passive.base_ejection"),

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{config, eventually, request, send, spawn_backend, spawn_with_admin};
+use crate::helpers::{Running, config, eventually, request, send, spawn_backend};
 
 const TOKEN: &str = "dashboard-test-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
@@ -82,8 +82,11 @@ async fn open_events(admin: SocketAddr, headers: &str) -> (String, TcpStream) {
 #[tokio::test]
 async fn the_token_form_sets_a_strict_httponly_cookie_that_opens_only_the_dashboard() {
     let a = spawn_backend("a").await;
-    let running = spawn_with_admin(config(&[&a]), Some(TOKEN)).await;
-    let admin = running.admin;
+    let running = Running::builder(config(&[&a]))
+        .admin(Some(TOKEN))
+        .start()
+        .await;
+    let admin = running.admin();
 
     // No session: the form, not the dashboard; the stylesheet it needs is served.
     let page = send(admin, request("/", &[])).await;
@@ -173,8 +176,8 @@ async fn the_token_form_sets_a_strict_httponly_cookie_that_opens_only_the_dashbo
 async fn event_streams_are_capped_and_a_freed_slot_is_taken_again() {
     let a = spawn_backend("a").await;
     // No token: loopback only, and no login is needed.
-    let running = spawn_with_admin(config(&[&a]), None).await;
-    let admin = running.admin;
+    let running = Running::builder(config(&[&a])).admin(None).start().await;
+    let admin = running.admin();
     let page = send(admin, request("/", &[])).await;
     assert!(page.body.contains(r#"id="backends""#), "{}", page.body);
     assert!(!page.body.contains("/logout"), "{}", page.body);
@@ -521,11 +524,11 @@ async fn the_page_in_chromium_shows_live_figures_and_a_stopped_backend_turning_u
     // Active checks alone decide: the test waits for "unhealthy", not a passive ejection.
     config.passive.enabled = false;
     config.sticky.enabled = true;
-    let running = spawn_with_admin(config, Some(TOKEN)).await;
+    let running = Running::builder(config).admin(Some(TOKEN)).start().await;
     let traffic = Traffic::start(running.addr);
 
     let mut browser = Chromium::start().await;
-    let tab = browser.open(&format!("http://{}/", running.admin)).await;
+    let tab = browser.open(&format!("http://{}/", running.admin())).await;
 
     // Log in through the form, first with a wrong token.
     browser

@@ -26,7 +26,7 @@ fn is_request_id(id: &str) -> bool {
 #[tokio::test]
 async fn an_untrusted_clients_forwarding_claims_and_request_id_never_reach_the_backend() {
     let a = spawn_backend("a").await;
-    let balancer = spawn_balancer(config(&[&a])).await;
+    let balancer = Running::start(config(&[&a])).await;
     let answer = send(balancer.addr, request("/", &CLAIMS)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     for claimed in [
@@ -73,7 +73,7 @@ async fn a_trusted_proxys_request_id_and_forwarding_headers_are_kept() {
     let a = spawn_backend("a").await;
     let mut config = config(&[&a]);
     config.forwarding.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let answer = send(
         balancer.addr,
         request(

@@ -5,7 +5,7 @@ use crate::helpers::*;
 
 async fn refused(raw_request: &str, expected: &str) {
     let a = spawn_backend("a").await;
-    let balancer = spawn_balancer(config(&[&a])).await;
+    let balancer = Running::start(config(&[&a])).await;
     let answer = raw(balancer.addr, raw_request.as_bytes()).await;
     assert!(
         answer.starts_with(expected),
@@ -98,7 +98,7 @@ async fn absolute_form_for_a_configured_server_name_is_served() {
     let a = spawn_backend("a").await;
     let mut config = config(&[&a]);
     config.forwarding.server_names = vec!["app.test".into()];
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let answer = raw(
         balancer.addr,
         b"GET http://app.test/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
@@ -112,7 +112,7 @@ async fn absolute_form_for_a_configured_server_name_is_served() {
 #[tokio::test]
 async fn chunking_that_breaks_mid_body_is_a_400_and_the_backend_never_gets_a_whole_request() {
     let a = spawn_backend("a").await;
-    let balancer = spawn_balancer(config(&[&a])).await;
+    let balancer = Running::start(config(&[&a])).await;
     let answer = raw(
         balancer.addr,
         b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n",

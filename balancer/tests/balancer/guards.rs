@@ -28,6 +28,8 @@ enum Script {
     StallMidBody,
     /// A head promising a huge body, written until the peer stops taking it.
     Flood,
+    /// `200` with a body of `LARGE_BYTES`, keep-alive.
+    Large,
 }
 
 /// A backend on raw sockets, counting the requests it read and the connections on which a
@@ -46,6 +48,9 @@ impl Drop for RawBackend {
 }
 
 const FLOOD_BYTES: usize = 256 * 1024 * 1024;
+/// Far more than a client's small receive buffer holds: most of it still waits in the
+/// balancer's send queue when the balancer is done writing.
+const LARGE_BYTES: usize = 16 * 1024 * 1024;
 
 async fn raw_backend(script: Script) -> RawBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -114,6 +119,18 @@ async fn serve_raw(
                     }
                 }
                 return;
+            }
+            Script::Large => {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {LARGE_BYTES}\r\n\r\n");
+                let chunk = vec![b'x'; 64 * 1024];
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for _ in 0..LARGE_BYTES / chunk.len() {
+                    if stream.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
             }
             Script::Flood => {
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {FLOOD_BYTES}\r\n\r\n");
@@ -234,7 +251,7 @@ const DOUBLE_LENGTH: &[u8] =
 #[tokio::test]
 async fn an_upgrade_without_101_stays_under_the_idle_and_head_timeouts() {
     let backend = raw_backend(Script::Ok).await;
-    let balancer = spawn_balancer(guarded(backend.addr)).await;
+    let balancer = Running::start(guarded(backend.addr)).await;
     first_then(balancer.addr, UPGRADE, 200, b"").await;
     first_then(balancer.addr, UPGRADE, 200, PARTIAL_HEAD).await;
 }
@@ -242,7 +259,7 @@ async fn an_upgrade_without_101_stays_under_the_idle_and_head_timeouts() {
 #[tokio::test]
 async fn connect_stays_under_the_idle_and_head_timeouts() {
     let backend = raw_backend(Script::Ok).await;
-    let balancer = spawn_balancer(guarded(backend.addr)).await;
+    let balancer = Running::start(guarded(backend.addr)).await;
     first_then(balancer.addr, CONNECT, 405, b"").await;
     first_then(balancer.addr, CONNECT, 405, PARTIAL_HEAD).await;
     assert_eq!(backend.requests.load(Ordering::SeqCst), 0);
@@ -251,7 +268,7 @@ async fn connect_stays_under_the_idle_and_head_timeouts() {
 #[tokio::test]
 async fn equal_repeated_content_lengths_stay_under_the_idle_and_head_timeouts() {
     let backend = raw_backend(Script::Ok).await;
-    let balancer = spawn_balancer(guarded(backend.addr)).await;
+    let balancer = Running::start(guarded(backend.addr)).await;
     first_then(balancer.addr, DOUBLE_LENGTH, 200, b"").await;
     first_then(balancer.addr, DOUBLE_LENGTH, 200, PARTIAL_HEAD).await;
 }
@@ -259,7 +276,7 @@ async fn equal_repeated_content_lengths_stay_under_the_idle_and_head_timeouts() 
 #[tokio::test]
 async fn every_later_request_still_gets_every_framing_check() {
     let backend = raw_backend(Script::Ok).await;
-    let balancer = spawn_balancer(guarded(backend.addr)).await;
+    let balancer = Running::start(guarded(backend.addr)).await;
     for first in [UPGRADE, CONNECT, DOUBLE_LENGTH] {
         let before = backend.requests.load(Ordering::SeqCst);
         let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
@@ -282,7 +299,7 @@ async fn every_later_request_still_gets_every_framing_check() {
 #[tokio::test]
 async fn bytes_sent_before_an_upgrade_is_decided_are_never_forwarded_unchecked() {
     let backend = raw_backend(Script::Ok).await;
-    let balancer = spawn_balancer(guarded(backend.addr)).await;
+    let balancer = Running::start(guarded(backend.addr)).await;
     let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
     // The upgrade and, behind it, what may be tunnel bytes or a smuggled request.
     let mut both = UPGRADE.to_vec();
@@ -298,7 +315,7 @@ async fn bytes_sent_before_an_upgrade_is_decided_are_never_forwarded_unchecked()
 #[tokio::test]
 async fn a_head_with_more_headers_than_allowed_is_refused_and_closed() {
     let backend = raw_backend(Script::Ok).await;
-    let balancer = spawn_balancer(guarded(backend.addr)).await;
+    let balancer = Running::start(guarded(backend.addr)).await;
     let mut request = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
     for i in 0..200 {
         request.push_str(&format!("X-{i}: v\r\n"));
@@ -320,7 +337,7 @@ async fn a_slow_client_body_is_a_408_and_never_counts_against_the_backend() {
     // Shorter than the whole slow upload below: it must count from the body's end.
     config.timeouts.response_header = Duration::from_millis(400);
     config.passive.failures = std::num::NonZeroU32::new(1).unwrap();
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let backend = balancer.registry.load().backends[0].clone();
 
     // A body that trickles in (each pause under client_body, all of them over
@@ -368,7 +385,7 @@ async fn a_backend_that_stalls_mid_body_is_cut_off_and_released() {
     let mut config = guarded(backend.addr);
     config.timeouts.backend_body = Duration::from_millis(300);
     config.passive.failures = std::num::NonZeroU32::new(1).unwrap();
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -398,7 +415,7 @@ async fn a_client_that_stops_reading_is_closed_within_client_write() {
     let mut config = guarded(backend.addr);
     config.timeouts.client_write = Duration::from_millis(300);
     config.passive.failures = std::num::NonZeroU32::new(1).unwrap();
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(balancer.addr).await.unwrap();
@@ -429,7 +446,7 @@ async fn an_open_tunnel_holds_its_place_under_max_connections() {
     let a = spawn_backend("a").await;
     let mut config = config(&[&a]);
     config.limits.max_connections = 1;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let (mut tunnel, head) = open_tunnel(balancer.addr).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(echo(&mut tunnel, "hello").await);
@@ -458,7 +475,7 @@ async fn an_idle_tunnel_is_closed_after_tunnel_idle_and_frees_its_place() {
     config.limits.max_connections = 1;
     // Shorter than the test backend's own 5 s echo timeout: the balancer must act first.
     config.timeouts.tunnel_idle = Duration::from_millis(300);
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let (mut tunnel, head) = open_tunnel(balancer.addr).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(echo(&mut tunnel, "hello").await);
@@ -475,7 +492,7 @@ async fn a_connection_parked_while_idle_serves_on_and_keeps_every_guard() {
     let backend = raw_backend(Script::Ok).await;
     let mut config = guarded(backend.addr);
     config.timeouts.keep_alive_idle = Duration::from_secs(4);
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let idle_past_parking = balancer::guards::IDLE_PARK_AFTER + Duration::from_millis(500);
     let request: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
 
@@ -511,4 +528,113 @@ async fn a_connection_parked_while_idle_serves_on_and_keeps_every_guard() {
     stream.write_all(request).await.unwrap();
     assert_eq!(read_response(&mut stream).await.0, 200);
     closed(&mut stream).await;
+}
+
+/// Longer than any test runs: a lingering bound that must not be the one that ends it.
+const LONG: Duration = Duration::from_secs(60);
+
+/// A balancer in front of `backend` with these lingering bounds and `max_connections`.
+async fn lingering(
+    backend: SocketAddr,
+    bytes: usize,
+    time: Duration,
+    quiet: Duration,
+    max_connections: usize,
+) -> Running {
+    let mut config = guarded(backend);
+    config.limits.lingering_bytes = bytes;
+    config.timeouts.lingering_time = time;
+    config.timeouts.lingering_timeout = quiet;
+    config.limits.max_connections = max_connections;
+    Running::start(config).await
+}
+
+/// Sends a request that closes the connection and reads its answer whole; the stream is
+/// left open for the client to go on writing.
+async fn closing_exchange(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, head, _) = read_response(stream).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+}
+
+/// Writes `chunk` again and again (at most `most` times) until a write fails, pausing
+/// `pause` between writes; how many bytes were written before.
+async fn write_until_refused(
+    stream: &mut TcpStream,
+    chunk: &[u8],
+    most: usize,
+    pause: Duration,
+) -> usize {
+    let mut written = 0;
+    tokio::time::timeout(HANG, async {
+        for _ in 0..most {
+            if stream.write_all(chunk).await.is_err() {
+                return;
+            }
+            written += chunk.len();
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        panic!("the balancer took {written} bytes and never closed the connection");
+    })
+    .await
+    .expect("hang guard: the balancer cut the lingering client off");
+    written
+}
+
+#[tokio::test]
+async fn a_client_that_writes_on_after_a_closing_request_still_reads_the_whole_answer() {
+    let backend = raw_backend(Script::Large).await;
+    let balancer = Running::start(guarded(backend.addr)).await;
+    let stream = connect_with_small_window(balancer.addr).await;
+    assert_eq!(
+        closing_answer_read_while_writing(stream, "a").await,
+        LARGE_BYTES
+    );
+}
+
+#[tokio::test]
+async fn a_lingering_client_is_cut_off_after_lingering_bytes() {
+    let backend = raw_backend(Script::Ok).await;
+    let balancer = lingering(backend.addr, 256 * 1024, LONG, LONG, 1000).await;
+    let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
+    closing_exchange(&mut stream).await;
+    let written =
+        write_until_refused(&mut stream, &[b'x'; 16 * 1024], 64 * 1024, Duration::ZERO).await;
+    assert!(written >= 256 * 1024, "cut off after {written} bytes");
+}
+
+#[tokio::test]
+async fn a_lingering_client_is_cut_off_after_lingering_time() {
+    let backend = raw_backend(Script::Ok).await;
+    let short = Duration::from_millis(300);
+    let balancer = lingering(backend.addr, 64 * 1024 * 1024, short, LONG, 1000).await;
+    let started = tokio::time::Instant::now();
+    let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
+    closing_exchange(&mut stream).await;
+    // A trickle, so neither lingering_timeout nor lingering_bytes is what ends it.
+    write_until_refused(&mut stream, b"x", 100_000, Duration::from_millis(10)).await;
+    // Timers never fire early: the lingering lasted its whole time.
+    assert!(started.elapsed() >= short, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_quiet_lingering_client_is_closed_after_lingering_timeout_and_frees_its_place() {
+    let backend = raw_backend(Script::Ok).await;
+    let short = Duration::from_millis(300);
+    let balancer = lingering(backend.addr, 64 * 1024 * 1024, LONG, short, 1).await;
+    let started = tokio::time::Instant::now();
+    let mut quiet = TcpStream::connect(balancer.addr).await.unwrap();
+    closing_exchange(&mut quiet).await;
+    // The quiet client neither writes nor closes: its place comes back only when the
+    // balancer gives up lingering, and only then is the next connection served.
+    let mut next = TcpStream::connect(balancer.addr).await.unwrap();
+    closing_exchange(&mut next).await;
+    assert!(started.elapsed() >= short, "{:?}", started.elapsed());
+    drop(quiet);
 }

@@ -8,7 +8,7 @@ use balancer::backend::{Backend, Health, now_millis};
 use crate::helpers::*;
 
 /// `b`'s state as the balancer reports it.
-fn health_of(balancer: &TestBalancer, b: &TestBackend) -> Health {
+fn health_of(balancer: &Running, b: &TestBackend) -> Health {
     balancer
         .registry
         .load()
@@ -25,7 +25,7 @@ fn health_of(balancer: &TestBalancer, b: &TestBackend) -> Health {
 /// (counted before the state is read); once it has, at least `threshold` were (counted
 /// after). Together: it moves at the threshold-th check, not before, not later.
 async fn moves_at_threshold(
-    balancer: &TestBalancer,
+    balancer: &Running,
     b: &TestBackend,
     target: Health,
     answered: &std::sync::atomic::AtomicUsize,
@@ -62,7 +62,7 @@ async fn a_failing_backend_leaves_after_fall_failed_checks_and_returns_after_ris
     config.health.path = Some("/healthz".into());
     config.health.rise = 2.try_into().unwrap();
     config.health.fall = 3.try_into().unwrap();
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     assert_eq!(spread(balancer.addr, 4).await.len(), 2);
     assert_eq!(health_of(&balancer, &b), Health::Up);
 
@@ -85,7 +85,7 @@ async fn a_backend_gets_traffic_only_after_its_first_passing_check() {
     let mut config = config(&[&a, &b]);
     config.health.path = Some("/healthz".into());
     config.health.interval = Duration::from_secs(60);
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     // b never passed a check: it is still pending and gets nothing.
     let states: Vec<Health> = balancer
         .registry
@@ -108,7 +108,7 @@ async fn every_backend_down_answers_503_quickly_or_fails_open() {
     closed.health.path = Some("/healthz".into());
     let mut open = closed.clone();
     open.fail_open = true;
-    let balancer = spawn_balancer(closed).await;
+    let balancer = Running::start(closed).await;
     let answer = get(balancer.addr, "/").await;
     assert_eq!(answer.status, 503);
     assert!(
@@ -116,7 +116,7 @@ async fn every_backend_down_answers_503_quickly_or_fails_open() {
         "{}",
         answer.body
     );
-    let balancer = spawn_balancer(open).await;
+    let balancer = Running::start(open).await;
     assert_eq!(get(balancer.addr, "/").await.instance(), "a");
 }
 
@@ -145,7 +145,7 @@ async fn connect_failures_eject_a_backend_with_growing_backoff_and_requests_stil
     config.passive.failures = 2.try_into().unwrap();
     let base: u64 = 500;
     config.passive.base_ejection = Duration::from_millis(base);
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     b.stop();
     let b_addr = b.addr;
     let backend = balancer
@@ -207,7 +207,7 @@ async fn five_hundreds_count_against_a_backend_when_configured() {
     config.passive.failures = 2.try_into().unwrap();
     // Far longer than the test: the ejection cannot run out while it is observed.
     config.passive.base_ejection = Duration::from_secs(60);
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     spread_any(balancer.addr, 6).await;
     assert_eq!(b.hits(), 2, "b had its turns until its second 500");
     spread_any(balancer.addr, 6).await;

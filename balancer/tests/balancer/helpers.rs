@@ -1,6 +1,8 @@
 //! Test harness: in-process backends (small hyper servers that answer with their own id),
-//! a balancer on port 0 (in-process, or the binary reporting its bound address in its
-//! log), and a tiny HTTP client plus raw-socket helpers.
+//! a balancer on port 0 (in-process as [`Running`], whose builder adds the admin listener,
+//! HTTPS from files or ACME, or a configuration file's sources; or the binary, reporting its
+//! bound address in its log), and the clients every test shares: HTTP/1.1 over any stream
+//! (plain or TLS), the admin API, raw sockets, upgrades and echo tunnels.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -10,15 +12,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use balancer::Balancer;
+use balancer::admin::auth::AdminToken;
 use balancer::backend::Registry;
-use balancer::config::{BackendSpec, Config};
+use balancer::config::{AcmeConfig, BackendSpec, CertificateSpec, Config, Sources};
+use balancer::reload::Reloader;
+use balancer::tls::acme::Acme;
+use balancer::tls::certs::CertStore;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -36,6 +44,8 @@ pub struct Behaviour {
     /// While set, requests (but /healthz) are held unanswered: a request a test keeps in
     /// flight for as long as it needs, instead of for a guessed delay.
     pub hold: AtomicBool,
+    /// Bytes of padding (`.`) after the echo in every answer's body: a large answer.
+    pub pad_bytes: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -226,6 +236,8 @@ async fn answer(
         }
     }
     echo.push_str(&format!("body-bytes: {received}\n"));
+    let pad = behaviour.pad_bytes.load(Ordering::SeqCst);
+    echo.extend(std::iter::repeat_n('.', usize::try_from(pad).unwrap()));
     let status = match behaviour.status.load(Ordering::SeqCst) {
         0 => 200,
         s => s as u16,
@@ -259,15 +271,125 @@ pub fn config(backends: &[&TestBackend]) -> Config {
     config
 }
 
-#[derive(Debug)]
-pub struct TestBalancer {
+/// A balancer running in-process on loopback port 0, as a test starts it:
+/// [`Running::start`] for the plain listener alone, [`Running::builder`] for the admin
+/// listener, HTTPS (certificate files or ACME) or a configuration file's sources. Each
+/// listener's port is read back from the balancer, never chosen by the test.
+pub struct Running {
+    /// The public listener (with TLS on, the plain one that redirects).
     pub addr: SocketAddr,
     pub registry: Arc<Registry>,
+    /// The configuration it was started with (listeners still at port 0).
+    pub config: Config,
+    admin: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    certificates: Option<Arc<CertStore>>,
+    acme: Option<Arc<Acme>>,
+    reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
-impl TestBalancer {
+/// What a [`Running`] balancer is started with besides its configuration.
+#[must_use]
+pub struct Builder {
+    config: Config,
+    sources: Option<Sources>,
+}
+
+impl Builder {
+    /// The admin listener on loopback port 0, with `token` (none: loopback needs none).
+    pub fn admin(mut self, token: Option<&str>) -> Self {
+        self.config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        self.config.admin.token = token.map(AdminToken::from_text);
+        self
+    }
+
+    /// HTTPS on loopback port 0 with `certificates`, their files read again every 50 ms.
+    pub fn tls(mut self, certificates: Vec<CertificateSpec>) -> Self {
+        self.config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+        self.config.tls.certificates = certificates;
+        self.config.tls.reload_interval = Duration::from_millis(50);
+        self
+    }
+
+    /// HTTPS on loopback port 0 with certificates from `acme`.
+    pub fn acme(mut self, acme: AcmeConfig) -> Self {
+        self.config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+        self.config.tls.acme = Some(acme);
+        self
+    }
+
+    /// Built from `sources` (a configuration file that a reload reads again).
+    pub fn sources(mut self, sources: Sources) -> Self {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// Validates, builds and runs the balancer; it is serving when this returns.
+    pub async fn start(self) -> Running {
+        let Self { config, sources } = self;
+        config.validate().expect("test config is valid");
+        let balancer = match sources {
+            Some(sources) => Balancer::build_from(config.clone(), sources).await,
+            None => Balancer::build(config.clone()).await,
+        }
+        .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        Running {
+            addr: balancer.local_addr().unwrap(),
+            registry: balancer.registry(),
+            admin: balancer.admin_addr(),
+            tls: balancer.tls_addr(),
+            certificates: balancer.certificates(),
+            acme: balancer.acme(),
+            reloader: balancer.reloader(),
+            config,
+            stop: Some(stop),
+            task: tokio::spawn(balancer.run_until_stopped(async move {
+                let _ = stopped.await;
+            })),
+        }
+    }
+}
+
+impl Running {
+    /// A balancer with `config` and nothing more.
+    pub async fn start(config: Config) -> Self {
+        Self::builder(config).start().await
+    }
+
+    pub fn builder(config: Config) -> Builder {
+        Builder {
+            config,
+            sources: None,
+        }
+    }
+
+    /// The admin listener's address ([`Builder::admin`]).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("started with an admin listener")
+    }
+
+    /// The HTTPS listener's address ([`Builder::tls`], [`Builder::acme`]).
+    pub fn tls(&self) -> SocketAddr {
+        self.tls.expect("started with TLS")
+    }
+
+    /// The certificates served over HTTPS.
+    pub fn certificates(&self) -> &CertStore {
+        self.certificates.as_ref().expect("started with TLS")
+    }
+
+    /// The ACME client ([`Builder::acme`]).
+    pub fn acme(&self) -> &Arc<Acme> {
+        self.acme.as_ref().expect("started with ACME")
+    }
+
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
     /// Signals shutdown and waits (bounded) for the drain to finish.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -280,26 +402,9 @@ impl TestBalancer {
     }
 }
 
-impl Drop for TestBalancer {
+impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-pub async fn spawn_balancer(config: Config) -> TestBalancer {
-    config.validate().expect("test config is valid");
-    let balancer = Balancer::build(config).await.unwrap();
-    let addr = balancer.local_addr().unwrap();
-    let registry = balancer.registry();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    TestBalancer {
-        addr,
-        registry,
-        stop: Some(stop),
-        task,
     }
 }
 
@@ -328,14 +433,28 @@ impl Answer {
     }
 }
 
-/// Sends one request on a fresh connection, within 10 s.
-pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
+/// An HTTP/1.1 client (hyper's) on an established stream: a TCP socket, or TLS over one.
+pub async fn http1_over<S, B>(stream: S) -> SendRequest<B>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// Sends one request on `sender` and reads the answer whole, within 10 s.
+pub async fn send_on(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Answer {
     tokio::time::timeout(Duration::from_secs(10), async {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        sender.ready().await.unwrap();
         let response = sender.send_request(request).await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -348,6 +467,15 @@ pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
     })
     .await
     .expect("request answered within 10 s")
+}
+
+/// Sends one request on a fresh connection, within 10 s.
+pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
+    let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        .await
+        .expect("connected within 10 s")
+        .unwrap();
+    send_on(&mut http1_over(stream).await, request).await
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Answer {
@@ -365,7 +493,11 @@ pub fn request(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
 /// Writes raw bytes and reads what comes back until the server closes the connection,
 /// which it must do within 10 s (so a test never passes on whatever a timeout cut off).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    raw_on(TcpStream::connect(addr).await.unwrap(), bytes).await
+}
+
+/// As [`raw`], on an established stream (TLS, say).
+pub async fn raw_on<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, bytes: &[u8]) -> String {
     stream.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
@@ -385,6 +517,48 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
         );
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request for the admin listener, with `token` as its bearer token if any.
+pub fn admin_request(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder.body(Full::new(body)).unwrap()
+}
+
+/// One admin API call, with `token` as the bearer token if any: its status and JSON
+/// body.
+pub async fn admin_call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let answer = send(admin, admin_request(method, path, token, Bytes::from(body))).await;
+    let json = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|e| panic!("admin answer is not JSON ({e}): {}", answer.body));
+    (answer.status, json)
+}
+
+/// The admin API's entry for `address`, if it is in the set.
+pub async fn listed(admin: SocketAddr, token: Option<&str>, address: SocketAddr) -> Option<Value> {
+    let (status, list) = admin_call(admin, "GET", "/api/backends", token, None).await;
+    assert_eq!(status, 200, "{list}");
+    list["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == address.to_string())
+        .cloned()
 }
 
 /// Whether the peer ended `stream` (end of stream or reset) rather than sending more;
@@ -420,32 +594,133 @@ pub fn closed_port() -> ClosedPort {
 /// returns the connection and the head, lower-cased.
 pub async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = upgrade_on(&mut stream, "app.test").await;
+    (stream, head)
+}
+
+/// Asks for an upgrade to the `echo` protocol on `stream` naming `host`; the answer's
+/// head, lower-cased.
+pub async fn upgrade_on<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, host: &str) -> String {
     stream
         .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();
+    read_head(stream).await
+}
+
+/// Reads a response head byte by byte (nothing after it is taken), each byte within
+/// 10 s; lower-cased.
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
             .await
-            .unwrap()
+            .expect("the answer's head within 10 s")
             .unwrap();
         head.push(byte[0]);
         assert!(head.len() < 4096);
     }
-    (
-        stream,
-        String::from_utf8(head).unwrap().to_ascii_lowercase(),
-    )
+    String::from_utf8(head).unwrap().to_ascii_lowercase()
+}
+
+/// A connection to `addr` with a small receive buffer: most of a large answer then still
+/// waits in the server's send queue when the server is done writing, where a reset (a
+/// close with unread bytes) would drop it.
+pub async fn connect_with_small_window(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Asks for `/large` on `stream` with `Connection: close`, then reads the answer while
+/// writing on ([`read_while_writing`]): when the server is done with the answer, bytes it
+/// never read are waiting, and closing on them would be a reset. Asserts a 200 that closes
+/// the connection, all of its Content-Length, then a clean end of stream; returns the
+/// Content-Length.
+pub async fn closing_answer_read_while_writing<S>(mut stream: S, host: &str) -> usize
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let request = format!("GET /large HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let client = read_while_writing(stream, Duration::from_secs(30)).await;
+    assert!(client.written > 0, "the client wrote on");
+    assert_eq!(client.read, length, "the whole answer ({:?})", client.end);
+    client
+        .end
+        .expect("a clean end of stream after the answer, not a reset");
+    length
+}
+
+/// What a client that writes on while it reads saw: the bytes it read, how its reading
+/// ended (`Ok` at the end of stream; a reset is an error) and how many bytes it wrote.
+#[derive(Debug)]
+pub struct WroteOn {
+    pub read: usize,
+    pub end: std::io::Result<()>,
+    pub written: usize,
+}
+
+/// Reads `stream` to its end while writing to it all along (at most 8 MiB, until the
+/// reading ends or a write fails), as a client that pipelines, or streams a body its
+/// answer made moot, does. Within the hang guard `limit`.
+pub async fn read_while_writing<S>(stream: S, limit: Duration) -> WroteOn
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (done, mut finished) = oneshot::channel::<()>();
+    let writing = tokio::spawn(async move {
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut written = 0usize;
+        // More than a socket's buffers take, less than the default `lingering_bytes`.
+        for _ in 0..512 {
+            tokio::select! {
+                _ = &mut finished => break,
+                wrote = writer.write_all(&chunk) => match wrote {
+                    Ok(()) => written += chunk.len(),
+                    Err(_) => break,
+                },
+            }
+        }
+        written
+    });
+    let mut read = 0;
+    let mut chunk = vec![0u8; 4096];
+    let end = tokio::time::timeout(limit, async {
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => read += n,
+                Err(error) => return Err(error),
+            }
+        }
+    })
+    .await
+    .expect("hang guard: the stream ended");
+    let _ = done.send(());
+    let written = writing.await.unwrap();
+    WroteOn { read, end, written }
 }
 
 /// Sends `message` through an echo tunnel; whether it came back upper-cased. Panics if
 /// nothing (not even the connection's end) comes back within 10 s: a hang guard, never an
 /// answer, so "no echo" can only mean the tunnel was closed.
-pub async fn echo(stream: &mut TcpStream, message: &str) -> bool {
+pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, message: &str) -> bool {
     if stream.write_all(message.as_bytes()).await.is_err() {
         return false;
     }
@@ -617,42 +892,4 @@ pub fn json_field(line: &str, name: &str) -> Option<String> {
         Some(quoted) => quoted[..quoted.find('"')?].to_owned(),
         None => rest[..rest.find([',', '}'])?].to_owned(),
     })
-}
-
-/// A balancer in-process with its admin listener on loopback port 0.
-pub struct WithAdmin {
-    pub addr: SocketAddr,
-    pub admin: SocketAddr,
-    pub registry: Arc<Registry>,
-    pub config: Config,
-    _stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for WithAdmin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-pub async fn spawn_with_admin(mut config: Config, token: Option<&str>) -> WithAdmin {
-    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin.token = token.map(balancer::admin::auth::AdminToken::from_text);
-    config.validate().expect("test config is valid");
-    let balancer = Balancer::build(config.clone()).await.unwrap();
-    let addr = balancer.local_addr().unwrap();
-    let admin = balancer.admin_addr().expect("admin listener configured");
-    let registry = balancer.registry();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    WithAdmin {
-        addr,
-        admin,
-        registry,
-        config,
-        _stop: stop,
-        task,
-    }
 }

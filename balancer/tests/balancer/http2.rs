@@ -20,7 +20,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::helpers::*;
-use crate::tls::{Ca, TlsBalancer};
+use crate::tls::Ca;
 
 /// A client configuration trusting `ca` that offers `alpn`.
 fn connector(ca: &Ca, alpn: &[&[u8]]) -> TlsConnector {
@@ -42,16 +42,16 @@ async fn start(
     dir: &tempfile::TempDir,
     backends: &[&TestBackend],
     tune: impl FnOnce(&mut balancer::config::Config),
-) -> TlsBalancer {
+) -> Running {
     let mut spec = ca.issue(&["localhost"]).write(dir.path(), "site");
     spec.default = true;
     let mut config = config(backends);
     tune(&mut config);
-    TlsBalancer::start(config, vec![spec]).await
+    Running::builder(config).tls(vec![spec]).start().await
 }
 
-async fn tls(ca: &Ca, balancer: &TlsBalancer, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(balancer.tls).await.unwrap();
+async fn tls(ca: &Ca, balancer: &Running, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(balancer.tls()).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -66,7 +66,7 @@ async fn tls(ca: &Ca, balancer: &TlsBalancer, alpn: &[&[u8]]) -> TlsStream<TcpSt
 /// task, which ends when the connection does, with its error if any.
 async fn h2_client(
     ca: &Ca,
-    balancer: &TlsBalancer,
+    balancer: &Running,
 ) -> (SendRequest<Bytes>, JoinHandle<Result<(), h2::Error>>) {
     let stream = tls(ca, balancer, &[b"h2", b"http/1.1"]).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -268,49 +268,22 @@ async fn alpn_http1_is_still_served_and_websocket_upgrades_over_it() {
     let balancer = start(&ca, &dir, &[&a, &b], |_| {}).await;
 
     for alpn in [&[&b"http/1.1"[..]][..], &[]] {
-        let mut stream = tls(&ca, &balancer, alpn).await;
+        let stream = tls(&ca, &balancer, alpn).await;
         let negotiated = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         assert_eq!(negotiated, alpn.first().map(|p| p.to_vec()));
-        stream
-            .write_all(b"GET /plain HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-            .await
-            .expect("answered and closed within 10 s")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = raw_on(
+            stream,
+            b"GET /plain HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 
     // An upgrade over TLS with ALPN http/1.1: the 101, then the tunnel echoes.
     let mut stream = tls(&ca, &balancer, &[b"http/1.1"]).await;
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
-            .await
-            .expect("the 101 within 10 s")
-            .unwrap();
-        head.push(byte[0]);
-        assert!(head.len() < 4096);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = upgrade_on(&mut stream, "localhost").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
-    stream.write_all(b"hello tunnel").await.unwrap();
-    let mut echoed = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
-        .await
-        .expect("echo within 10 s")
-        .unwrap();
-    assert_eq!(&echoed, b"HELLO TUNNEL");
+    assert!(echo(&mut stream, "hello tunnel").await);
     drop(stream);
     balancer.shutdown().await;
 }
@@ -476,10 +449,7 @@ fn get_block() -> Vec<u8> {
 
 /// A TLS connection (ALPN `h2`) past the HTTP/2 preface and the exchange of SETTINGS;
 /// the server's SETTINGS payload.
-async fn handshake_raw_settings(
-    ca: &Ca,
-    balancer: &TlsBalancer,
-) -> (TlsStream<TcpStream>, Vec<u8>) {
+async fn handshake_raw_settings(ca: &Ca, balancer: &Running) -> (TlsStream<TcpStream>, Vec<u8>) {
     let mut stream = tls(ca, balancer, &[b"h2"]).await;
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     hello.extend(frame(SETTINGS, 0, 0, &[]));
@@ -496,7 +466,7 @@ async fn handshake_raw_settings(
     }
 }
 
-async fn handshake_raw(ca: &Ca, balancer: &TlsBalancer) -> TlsStream<TcpStream> {
+async fn handshake_raw(ca: &Ca, balancer: &Running) -> TlsStream<TcpStream> {
     handshake_raw_settings(ca, balancer).await.0
 }
 
@@ -636,7 +606,7 @@ async fn shutdown_lets_a_stream_in_progress_finish_then_ends_the_connection_clea
         async move { h2_send(&sender, h2_request(Method::GET, "/held", &[])).await }
     });
     assert!(eventually(Duration::from_secs(10), async || backend.hits() == 1).await);
-    let tls = balancer.tls;
+    let tls = balancer.tls();
     let draining = tokio::spawn(balancer.shutdown());
     // The drain has begun once the listener is gone.
     let closed = eventually(Duration::from_secs(10), async || {

@@ -14,15 +14,14 @@ use balancer::backend::Health;
 use balancer::config::{Algorithm, Config, Mode, Origin, Overrides};
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    closed_by_peer, config, eventually, send, spawn_backend, spawn_balancer, spawn_with_admin,
+    Running, closed_by_peer, config, eventually, http1_over, request, send, send_on, spawn_backend,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -134,7 +133,7 @@ async fn round_trip(stream: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn connections_are_balanced_and_their_bytes_pass_unread_both_ways() {
     let (a, b) = (EchoBackend::spawn("a").await, EchoBackend::spawn("b").await);
-    let balancer = spawn_balancer(tcp_config(&[&a, &b])).await;
+    let balancer = Running::start(tcp_config(&[&a, &b])).await;
     let mut seen = HashMap::new();
     // Every byte value, and the start of a TLS ClientHello: nothing is parsed.
     let mut payload: Vec<u8> = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
@@ -155,32 +154,17 @@ async fn a_kept_alive_connection_stays_on_one_backend_where_http_mode_balances_e
     let (a, b) = (spawn_backend("a").await, spawn_backend("b").await);
     let mut l4 = config(&[&a, &b]);
     l4.mode = Mode::Tcp;
-    let l7 = spawn_balancer(config(&[&a, &b])).await;
-    let l4 = spawn_balancer(l4).await;
+    let l7 = Running::start(config(&[&a, &b])).await;
+    let l4 = Running::start(l4).await;
 
     for (balancer, expected) in [(l4.addr, 1), (l7.addr, 2)] {
         let stream = TcpStream::connect(balancer).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let mut sender = http1_over(stream).await;
         let mut instances = HashSet::new();
         for _ in 0..6 {
-            let request = Request::get("/")
-                .header("host", "app.test")
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            let response = tokio::time::timeout(LIMIT, sender.send_request(request))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            let instance = response.headers()["x-instance-id"]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            response.into_body().collect().await.unwrap();
-            instances.insert(instance);
+            let answer = send_on(&mut sender, request("/", &[])).await;
+            assert_eq!(answer.status, 200);
+            instances.insert(answer.instance().to_owned());
         }
         assert_eq!(
             instances.len(),
@@ -211,7 +195,7 @@ async fn ip_hash_keeps_each_client_address_on_one_backend() {
     ];
     let mut config = tcp_config(&backends.iter().collect::<Vec<_>>());
     config.algorithm = Algorithm::IpHash;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let mut chosen = HashMap::new();
     for last in 1..=16u8 {
         let from = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
@@ -229,7 +213,7 @@ async fn ip_hash_keeps_each_client_address_on_one_backend() {
 #[tokio::test]
 async fn a_dead_backend_is_skipped_at_connect_and_marked_down_by_tcp_checks() {
     let (a, b) = (EchoBackend::spawn("a").await, EchoBackend::spawn("b").await);
-    let balancer = spawn_balancer(tcp_config(&[&a, &b])).await;
+    let balancer = Running::start(tcp_config(&[&a, &b])).await;
     let set = balancer.registry.load_full();
     assert!(
         set.backends.iter().all(|b| b.health() == Health::Up),
@@ -262,7 +246,10 @@ async fn a_dead_backend_is_skipped_at_connect_and_marked_down_by_tcp_checks() {
 async fn a_drained_backend_keeps_its_open_connection_takes_no_new_one_and_is_drained_when_it_closes()
  {
     let (a, b) = (EchoBackend::spawn("a").await, EchoBackend::spawn("b").await);
-    let running = spawn_with_admin(tcp_config(&[&a, &b]), None).await;
+    let running = Running::builder(tcp_config(&[&a, &b]))
+        .admin(None)
+        .start()
+        .await;
     let mut on_a = None;
     while on_a.is_none() {
         let (stream, greeting) = connect(running.addr).await;
@@ -271,7 +258,7 @@ async fn a_drained_backend_keeps_its_open_connection_takes_no_new_one_and_is_dra
         }
     }
     let mut on_a = on_a.unwrap();
-    let admin_addr = running.admin;
+    let admin_addr = running.admin();
     let admin = |method: &'static str, path: String| async move {
         let answer = send(
             admin_addr,
@@ -316,7 +303,7 @@ async fn max_connections_bounds_open_connections_and_an_idle_one_is_closed() {
     let mut config = tcp_config(&[&a]);
     config.limits.max_connections = 1;
     config.timeouts.tunnel_idle = Duration::from_millis(300);
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let (mut first, _) = connect(balancer.addr).await;
     let mut second = TcpStream::connect(balancer.addr).await.unwrap();
     let mut byte = [0u8; 1];
@@ -332,7 +319,7 @@ async fn max_connections_bounds_open_connections_and_an_idle_one_is_closed() {
 #[tokio::test]
 async fn shutdown_lets_an_open_connection_finish_within_the_grace_period() {
     let a = EchoBackend::spawn("a").await;
-    let balancer = spawn_balancer(tcp_config(&[&a])).await;
+    let balancer = Running::start(tcp_config(&[&a])).await;
     let addr = balancer.addr;
     let (mut open, _) = connect(addr).await;
     let stopping = tokio::spawn(balancer.shutdown());

@@ -52,7 +52,7 @@ async fn upload(size: u64, slow_reader: bool) -> (u64, u64) {
     if slow_reader {
         a.behaviour.read_pause_us.store(200, Ordering::SeqCst);
     }
-    let balancer = spawn_balancer(config(&[&a])).await;
+    let balancer = Running::start(config(&[&a])).await;
     let produced = Arc::new(AtomicU64::new(0));
     let body = Generated {
         remaining: size,
@@ -60,11 +60,7 @@ async fn upload(size: u64, slow_reader: bool) -> (u64, u64) {
         produced: produced.clone(),
     };
     let stream = tokio::net::TcpStream::connect(balancer.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = http1_over(stream).await;
     let request = http::Request::post("/upload")
         .header("host", "app.test")
         .header("content-length", size)
@@ -152,11 +148,7 @@ async fn a_one_gib_upload_streams_through_the_binary_with_small_memory() {
         produced,
     };
     let stream = tokio::net::TcpStream::connect(balancer.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = http1_over(stream).await;
     let request = http::Request::post("/upload")
         .header("host", "app.test")
         .header("content-length", size)
@@ -205,7 +197,7 @@ async fn until_refused(addr: std::net::SocketAddr) {
 async fn sigterm_style_shutdown_lets_in_flight_requests_finish() {
     let a = spawn_backend("a").await;
     a.behaviour.hold.store(true, Ordering::SeqCst);
-    let balancer = spawn_balancer(config(&[&a])).await;
+    let balancer = Running::start(config(&[&a])).await;
     let addr = balancer.addr;
     let in_flight = tokio::spawn(async move { get(addr, "/").await });
     assert!(
@@ -236,7 +228,7 @@ async fn shutdown_ends_as_soon_as_the_last_tunnel_closes() {
     let mut config = config(&[&a]);
     // Far longer than the hang guard below: the end of shutdown comes from the tunnel.
     config.timeouts.shutdown_grace = Duration::from_secs(120);
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let addr = balancer.addr;
     let (mut tunnel, head) = open_tunnel(addr).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
@@ -264,7 +256,7 @@ async fn shutdown_cuts_tunnels_still_open_when_the_grace_period_ends() {
     // Room for the steps below to run before it ends, even on a loaded machine.
     let grace = Duration::from_secs(3);
     config.timeouts.shutdown_grace = grace;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let addr = balancer.addr;
 
     // A tunnel its client closes during the drain, and one nobody closes.

@@ -10,22 +10,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 
 use crate::helpers::{
-    Answer, closed_port, config, eventually, get, request, send, spawn_backend, spawn_with_admin,
+    Answer, Running, admin_call, admin_request, closed_port, config, eventually, get, request,
+    send, spawn_backend,
 };
 
 const TOKEN: &str = "metrics-admin-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn scrape_with(admin: SocketAddr, token: Option<&str>) -> Answer {
-    let mut builder = Request::get("/metrics");
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    send(admin, builder.body(Full::new(Bytes::new())).unwrap()).await
+    send(admin, admin_request("GET", "/metrics", token, Bytes::new())).await
 }
 
 /// The exposition, parsed: one entry per sample line, keyed by name and sorted labels.
@@ -105,9 +100,9 @@ async fn counts_per_backend_outcome_and_class_are_exact_and_nothing_is_in_flight
     // Ejected after its third refused connect, and for the rest of the test.
     config.passive.base_ejection = Duration::from_secs(60);
     config.passive.max_ejection = Duration::from_secs(120);
-    let running = spawn_with_admin(config, Some(TOKEN)).await;
+    let running = Running::builder(config).admin(Some(TOKEN)).start().await;
 
-    let before = Scrape::take(running.admin).await;
+    let before = Scrape::take(running.admin()).await;
     for backend in [ok.addr, failing.addr, refusing.addr] {
         assert_eq!(before.of("balancer_backend_in_flight", backend), 0.0);
         assert_eq!(before.requests(backend, "answered", "2xx"), 0.0);
@@ -127,7 +122,7 @@ async fn counts_per_backend_outcome_and_class_are_exact_and_nothing_is_in_flight
     assert_eq!(statuses.get(&500), Some(&answered_500), "{statuses:?}");
     assert!(answered_ok > 0 && answered_500 > 0, "round robin uses both");
 
-    let after = Scrape::take(running.admin).await;
+    let after = Scrape::take(running.admin()).await;
     assert_eq!(
         after.requests(ok.addr, "answered", "2xx"),
         answered_ok as f64
@@ -194,7 +189,7 @@ async fn a_backend_going_down_is_one_health_transition() {
     let mut config = config(&[&a, &b]);
     config.health.path = Some("/healthz".into());
     config.health.fall = 2.try_into().unwrap();
-    let running = spawn_with_admin(config, Some(TOKEN)).await;
+    let running = Running::builder(config).admin(Some(TOKEN)).start().await;
     let b_label = b.addr.to_string();
     let transitions = |s: &Scrape, to: &str| {
         s.get(
@@ -209,7 +204,7 @@ async fn a_backend_going_down_is_one_health_transition() {
         )
     };
 
-    let admin = running.admin;
+    let admin = running.admin();
     // Serving waits for a first round only so long: on a loaded machine it may end later.
     assert!(
         eventually(LIMIT, async || state(&Scrape::take(admin).await, "up")
@@ -217,7 +212,7 @@ async fn a_backend_going_down_is_one_health_transition() {
         .await,
         "b reported up within the hang guard"
     );
-    let before = Scrape::take(running.admin).await;
+    let before = Scrape::take(running.admin()).await;
     assert_eq!(state(&before, "down"), 0.0);
     // Pending until the first check passed: that was its one transition so far.
     assert_eq!(transitions(&before, "up"), 1.0);
@@ -230,7 +225,7 @@ async fn a_backend_going_down_is_one_health_transition() {
         .await,
         "b reported down within the hang guard"
     );
-    let after = Scrape::take(running.admin).await;
+    let after = Scrape::take(running.admin()).await;
     assert_eq!(transitions(&after, "down"), 1.0);
     assert_eq!(transitions(&after, "up"), 1.0);
     assert_eq!(state(&after, "up"), 0.0);
@@ -250,7 +245,7 @@ async fn sticky_hits_and_reroutes_are_counted() {
     let (a, b) = (spawn_backend("a").await, spawn_backend("b").await);
     let mut config = config(&[&a, &b]);
     config.sticky.enabled = true;
-    let running = spawn_with_admin(config, Some(TOKEN)).await;
+    let running = Running::builder(config).admin(Some(TOKEN)).start().await;
     let first = get(running.addr, "/").await;
     let set_cookie = first.headers["set-cookie"].to_str().unwrap().to_owned();
     let pair = set_cookie.split(';').next().unwrap().to_owned();
@@ -260,7 +255,7 @@ async fn sticky_hits_and_reroutes_are_counted() {
     }
     let unknown = "hitscale_backend=0123456789abcdef0123456789abcdef";
     send(running.addr, request("/", &[("cookie", unknown)])).await;
-    let scrape = Scrape::take(running.admin).await;
+    let scrape = Scrape::take(running.admin()).await;
     assert_eq!(scrape.get("balancer_sticky_hits_total", &[]), 3.0);
     assert_eq!(scrape.get("balancer_sticky_reroutes_total", &[]), 1.0);
     assert_eq!(scrape.get("balancer_retries_total", &[]), 0.0);
@@ -284,13 +279,16 @@ async fn sticky_hits_and_reroutes_are_counted() {
 #[tokio::test]
 async fn metrics_need_the_token_and_the_public_listener_proxies_the_path() {
     let a = spawn_backend("a").await;
-    let running = spawn_with_admin(config(&[&a]), Some(TOKEN)).await;
+    let running = Running::builder(config(&[&a]))
+        .admin(Some(TOKEN))
+        .start()
+        .await;
     for token in [None, Some("wrong-token-0123456789")] {
-        let answer = scrape_with(running.admin, token).await;
+        let answer = scrape_with(running.admin(), token).await;
         assert_eq!(answer.status, 401, "{token:?}: {}", answer.body);
         assert!(!answer.body.contains("balancer_"), "{}", answer.body);
     }
-    let scrape = Scrape::take(running.admin).await;
+    let scrape = Scrape::take(running.admin()).await;
     assert!(scrape.mentions(a.addr));
 
     // On the public listener /metrics is just a path: the backend answers it.
@@ -305,14 +303,15 @@ async fn metrics_need_the_token_and_the_public_listener_proxies_the_path() {
 #[tokio::test]
 async fn a_removed_backend_leaves_the_exposition() {
     let (a, b) = (spawn_backend("a").await, spawn_backend("b").await);
-    let running = spawn_with_admin(config(&[&a, &b]), Some(TOKEN)).await;
-    assert!(Scrape::take(running.admin).await.mentions(b.addr));
-    let remove = Request::delete(format!("/api/backends/{}", b.addr))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    assert_eq!(send(running.admin, remove).await.status, 200);
-    let scrape = Scrape::take(running.admin).await;
+    let running = Running::builder(config(&[&a, &b]))
+        .admin(Some(TOKEN))
+        .start()
+        .await;
+    assert!(Scrape::take(running.admin()).await.mentions(b.addr));
+    let remove = format!("/api/backends/{}", b.addr);
+    let (status, _) = admin_call(running.admin(), "DELETE", &remove, Some(TOKEN), None).await;
+    assert_eq!(status, 200);
+    let scrape = Scrape::take(running.admin()).await;
     assert!(!scrape.mentions(b.addr));
     assert!(scrape.mentions(a.addr));
 }

@@ -12,7 +12,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn hop_by_hop_headers_are_removed_forwarded_headers_set_and_host_kept() {
     let a = spawn_backend("a").await;
-    let balancer = spawn_balancer(config(&[&a])).await;
+    let balancer = Running::start(config(&[&a])).await;
     let answer = send(
         balancer.addr,
         request(
@@ -59,7 +59,7 @@ async fn a_trusted_proxy_chain_is_extended() {
     let a = spawn_backend("a").await;
     let mut config = config(&[&a]);
     config.forwarding.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let answer = send(
         balancer.addr,
         request(
@@ -84,7 +84,7 @@ async fn refused_connections_give_502_slow_backends_504() {
     let closed = closed_port();
     let mut config = config(&[]);
     config.backends = vec![closed.addr.to_string().parse().unwrap()];
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let answer = get(balancer.addr, "/").await;
     assert_eq!(answer.status, 502);
     assert!(answer.body.contains("could not connect"), "{}", answer.body);
@@ -94,7 +94,7 @@ async fn refused_connections_give_502_slow_backends_504() {
     slow.behaviour.hold.store(true, Ordering::SeqCst);
     let mut config = crate::helpers::config(&[&slow]);
     config.timeouts.response_header = Duration::from_millis(200);
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let answer = get(balancer.addr, "/").await;
     assert_eq!(answer.status, 504);
     assert!(
@@ -138,7 +138,7 @@ async fn a_request_that_reached_a_backend_is_never_sent_twice_by_default() {
         .backends
         .insert(0, dropping.to_string().parse().unwrap());
     config.passive.enabled = false;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let mut failed = 0;
     for _ in 0..6 {
         let answer = get(balancer.addr, "/").await;
@@ -161,7 +161,7 @@ async fn idempotent_retries_are_opt_in_and_skip_requests_with_bodies() {
         .insert(0, dropping.to_string().parse().unwrap());
     config.passive.enabled = false;
     config.retry.idempotent = true;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     for _ in 0..6 {
         assert_eq!(get(balancer.addr, "/").await.status, 200);
     }
@@ -185,7 +185,7 @@ async fn idempotent_retries_are_opt_in_and_skip_requests_with_bodies() {
 #[tokio::test]
 async fn upgrade_requests_are_tunnelled_after_the_backends_101() {
     let a = spawn_backend("a").await;
-    let balancer = spawn_balancer(config(&[&a])).await;
+    let balancer = Running::start(config(&[&a])).await;
     let (mut stream, head) = open_tunnel(balancer.addr).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: echo"), "{head}");
@@ -200,7 +200,7 @@ async fn upgrade_requests_are_tunnelled_after_the_backends_101() {
 #[tokio::test]
 async fn backend_connections_are_pooled_and_reused() {
     let a = spawn_backend("a").await;
-    let balancer = spawn_balancer(config(&[&a])).await;
+    let balancer = Running::start(config(&[&a])).await;
     for _ in 0..10 {
         assert_eq!(get(balancer.addr, "/").await.status, 200);
     }
@@ -226,7 +226,7 @@ async fn slow_headers_are_cut_by_the_header_timeout_and_big_heads_refused() {
     config.timeouts.client_header = Duration::from_millis(300);
     // Far beyond the hang guard: any close seen here is the header timeout's doing.
     config.timeouts.keep_alive_idle = Duration::from_secs(600);
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
 
     // Slowloris: half a request head, then nothing.
     let mut slow = TcpStream::connect(balancer.addr).await.unwrap();
@@ -284,7 +284,7 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     config.timeouts.client_header = Duration::from_millis(300);
     let idle = Duration::from_millis(1500);
     config.timeouts.keep_alive_idle = idle;
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")

@@ -11,19 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use balancer::Balancer;
 use balancer::config::{Overrides, Sources};
-use balancer::reload::Reloader;
-use bytes::Bytes;
 use clap::Parser;
-use http::Request;
-use http_body_util::Full;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    BinaryBalancer, TestBackend, echo, eventually, get, open_tunnel, send, spawn_backend, spread,
+    BinaryBalancer, Running, TestBackend, admin_call, echo, eventually, get, listed, open_tunnel,
+    spawn_backend, spread,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -57,70 +51,35 @@ fn sources(path: &Path) -> Sources {
 }
 
 /// A balancer in-process, read from a config file that the test may rewrite.
-struct Running {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    reloader: Reloader,
+/// A balancer started from a configuration file that the test rewrites and reloads.
+struct Reloadable {
+    running: Running,
     path: PathBuf,
     _dir: tempfile::TempDir,
-    _stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
+impl std::ops::Deref for Reloadable {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.running
     }
 }
 
-async fn start(text: &str) -> Running {
+async fn start(text: &str) -> Reloadable {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("balancer.toml");
     std::fs::write(&path, text).unwrap();
     let config = sources(&path).load().expect("the first file is valid");
-    let balancer = Balancer::build_from(config, sources(&path)).await.unwrap();
-    let addr = balancer.local_addr().unwrap();
-    let admin = balancer.admin_addr().unwrap();
-    let reloader = balancer.reloader();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        admin,
-        reloader,
+    let running = Running::builder(config)
+        .sources(sources(&path))
+        .start()
+        .await;
+    Reloadable {
+        running,
         path,
         _dir: dir,
-        _stop: stop,
-        task,
     }
-}
-
-/// One admin call (no token: the listener is on loopback): its status and JSON body.
-async fn call(admin: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let answer = send(admin, request).await;
-    let json = serde_json::from_str(&answer.body)
-        .unwrap_or_else(|e| panic!("admin answer is not JSON ({e}): {}", answer.body));
-    (answer.status, json)
-}
-
-/// The admin API's entry for `address`, if it is in the set.
-async fn listed(admin: SocketAddr, address: SocketAddr) -> Option<Value> {
-    let (status, list) = call(admin, "GET", "/api/backends", None).await;
-    assert_eq!(status, 200, "{list}");
-    list["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["address"] == address.to_string())
-        .cloned()
 }
 
 /// The value of the sample `series` (name and labels as printed) in `/metrics`.
@@ -146,7 +105,7 @@ async fn a_valid_reload_applies_and_an_invalid_one_is_refused_with_the_exact_err
         &running.path,
         &toml(&[(&a, 1), (&b, 3)], "algorithm = \"weighted-round-robin\""),
     );
-    let done = running.reloader.reload("test").await.unwrap();
+    let done = running.reloader().reload("test").await.unwrap();
     assert_eq!(done.changed, ["backends", "algorithm"]);
     assert_eq!(done.backends.added, [b.addr]);
     let split = spread(running.addr, 40).await;
@@ -173,14 +132,14 @@ async fn a_valid_reload_applies_and_an_invalid_one_is_refused_with_the_exact_err
             expected.contains("balancer.toml") && expected.contains(line) && expected.contains(key),
             "{expected}"
         );
-        let error = running.reloader.reload("test").await.unwrap_err();
+        let error = running.reloader().reload("test").await.unwrap_err();
         assert_eq!(error.to_string(), expected);
     }
     // A key only a restart can change: refused by name, from where the file sets it.
     let moved = toml(&[(&a, 1)], "").replacen("127.0.0.1:0", "127.0.0.1:1", 1);
     replace(&running.path, &moved);
     let error = running
-        .reloader
+        .reloader()
         .reload("test")
         .await
         .unwrap_err()
@@ -196,28 +155,28 @@ async fn a_valid_reload_applies_and_an_invalid_one_is_refused_with_the_exact_err
     assert_eq!((split["a"], split["b"]), (10, 30), "{split:?}");
     assert_eq!(
         (
-            running.reloader.stats().applied(),
-            running.reloader.stats().refused()
+            running.reloader().stats().applied(),
+            running.reloader().stats().refused()
         ),
         (1, 3)
     );
     let ok = r#"balancer_config_reloads_total{result="ok"}"#;
     let refused = r#"balancer_config_reloads_total{result="refused"}"#;
-    assert_eq!(sample(running.admin, ok).await, "1");
-    assert_eq!(sample(running.admin, refused).await, "3");
+    assert_eq!(sample(running.admin(), ok).await, "1");
+    assert_eq!(sample(running.admin(), refused).await, "3");
     let last = "balancer_config_last_reload_successful";
-    assert_eq!(sample(running.admin, last).await, "0");
+    assert_eq!(sample(running.admin(), last).await, "0");
 
     // Fixed, it applies; the selector restarts its split with the new algorithm.
     replace(&running.path, &toml(&[(&a, 1), (&b, 3)], ""));
-    let done = running.reloader.reload("test").await.unwrap();
+    let done = running.reloader().reload("test").await.unwrap();
     assert_eq!(done.changed, ["algorithm"]);
     let split = spread(running.addr, 40).await;
     assert_eq!((split["a"], split["b"]), (20, 20), "{split:?}");
-    assert_eq!(sample(running.admin, last).await, "1");
-    assert_eq!(sample(running.admin, ok).await, "2");
+    assert_eq!(sample(running.admin(), last).await, "1");
+    assert_eq!(sample(running.admin(), ok).await, "2");
     let stamp = "balancer_config_last_reload_success_timestamp_seconds";
-    let stamp: u64 = sample(running.admin, stamp).await.parse().unwrap();
+    let stamp: u64 = sample(running.admin(), stamp).await.parse().unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -245,7 +204,7 @@ async fn requests_in_flight_and_open_tunnels_are_untouched_by_a_reload_that_remo
         &running.path,
         &toml(&[(&b, 1)], "[timeouts]\ntunnel_idle = \"10s\""),
     );
-    let done = running.reloader.reload("test").await.unwrap();
+    let done = running.reloader().reload("test").await.unwrap();
     assert_eq!(done.changed, ["backends", "timeouts"]);
     assert_eq!(
         (done.backends.added.clone(), done.backends.removed.clone()),
@@ -277,10 +236,10 @@ async fn health_checks_and_sticky_sessions_follow_a_reload() {
 
     let checked = "[health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"2s\"\nfall = 1\n[sticky]\nenabled = true";
     replace(&running.path, &toml(&[(&a, 1), (&b, 1)], checked));
-    let done = running.reloader.reload("test").await.unwrap();
+    let done = running.reloader().reload("test").await.unwrap();
     assert_eq!(done.changed, ["health", "sticky"]);
     assert!(
-        eventually(LIMIT, async || listed(running.admin, b.addr)
+        eventually(LIMIT, async || listed(running.admin(), None, b.addr)
             .await
             .is_some_and(|e| e["state"] == "unhealthy"))
         .await,
@@ -298,9 +257,9 @@ async fn health_checks_and_sticky_sessions_follow_a_reload() {
 
     // Checks off again: b is up at once (nothing would ever bring it back otherwise).
     replace(&running.path, &toml(&[(&a, 1), (&b, 1)], ""));
-    running.reloader.reload("test").await.unwrap();
+    running.reloader().reload("test").await.unwrap();
     assert_eq!(
-        listed(running.admin, b.addr).await.unwrap()["state"],
+        listed(running.admin(), None, b.addr).await.unwrap()["state"],
         "healthy"
     );
     assert_eq!(spread(running.addr, 4).await.get("b"), Some(&2));
@@ -315,31 +274,32 @@ async fn what_the_admin_api_did_survives_a_reload() {
         spawn_backend("d").await,
     ];
     let running = start(&toml(&[(&a, 1), (&b, 1)], "")).await;
-    let admin = running.admin;
-    let added = call(
+    let admin = running.admin();
+    let added = admin_call(
         admin,
         "POST",
         "/api/backends",
+        None,
         Some(json!({"address": c.addr.to_string(), "weight": 2})),
     )
     .await;
     assert_eq!(added.0, 201, "{}", added.1);
     let weight = format!("/api/backends/{}/weight", a.addr);
     assert_eq!(
-        call(admin, "PUT", &weight, Some(json!({"weight": 5})))
+        admin_call(admin, "PUT", &weight, None, Some(json!({"weight": 5})))
             .await
             .0,
         200
     );
     let drain = format!("/api/backends/{}/drain", b.addr);
-    assert_eq!(call(admin, "POST", &drain, None).await.0, 200);
+    assert_eq!(admin_call(admin, "POST", &drain, None, None).await.0, 200);
 
     // The file adds d and gives a another weight.
     replace(&running.path, &toml(&[(&a, 2), (&b, 1), (&d, 1)], ""));
-    let done = running.reloader.reload("test").await.unwrap();
+    let done = running.reloader().reload("test").await.unwrap();
     assert_eq!(done.backends.added, [d.addr]);
     assert!(done.backends.reweighted.is_empty(), "{done:?}");
-    let entry = |address| async move { listed(admin, address).await.unwrap() };
+    let entry = |address| async move { listed(admin, None, address).await.unwrap() };
     assert_eq!(entry(a.addr).await["weight"], 5, "the API's weight is kept");
     assert_eq!(entry(b.addr).await["state"], "drained", "the drain is kept");
     let c_entry = entry(c.addr).await;
@@ -355,10 +315,13 @@ async fn what_the_admin_api_did_survives_a_reload() {
 
     // Removed through the API, d stays out although the file still names it.
     let remove = format!("/api/backends/{}", d.addr);
-    assert_eq!(call(admin, "DELETE", &remove, None).await.0, 200);
-    let done = running.reloader.reload("test").await.unwrap();
+    assert_eq!(
+        admin_call(admin, "DELETE", &remove, None, None).await.0,
+        200
+    );
+    let done = running.reloader().reload("test").await.unwrap();
     assert!(done.backends.is_empty(), "{done:?}");
-    assert!(listed(admin, d.addr).await.is_none());
+    assert!(listed(admin, None, d.addr).await.is_none());
     let split = spread(running.addr, 14).await;
     assert_eq!(split.get("b"), None, "{split:?}");
     assert_eq!(split.get("d"), None, "{split:?}");
@@ -509,22 +472,25 @@ async fn under_load_reloads_drains_and_weight_changes_fail_no_request() {
         let extra = format!("algorithm = \"{}\"", algorithms[i as usize % 6]);
         replace(&running.path, &toml(&list, &extra));
         running
-            .reloader
+            .reloader()
             .reload("test")
             .await
             .unwrap_or_else(|e| panic!("reload {i}: {e}"));
         some_requests(20).await;
     }
-    let admin = running.admin;
+    let admin = running.admin();
     let drain = format!("/api/backends/{}/drain", b.addr);
     let resume = format!("/api/backends/{}/resume", b.addr);
     let weight = format!("/api/backends/{}/weight", a.addr);
     for i in 0..20 {
-        assert_eq!(call(admin, "POST", &drain, None).await.0, 200);
+        assert_eq!(admin_call(admin, "POST", &drain, None, None).await.0, 200);
         some_requests(10).await;
         let body = json!({"weight": 1 + i % 5});
-        assert_eq!(call(admin, "PUT", &weight, Some(body)).await.0, 200);
-        assert_eq!(call(admin, "POST", &resume, None).await.0, 200);
+        assert_eq!(
+            admin_call(admin, "PUT", &weight, None, Some(body)).await.0,
+            200
+        );
+        assert_eq!(admin_call(admin, "POST", &resume, None, None).await.0, 200);
         some_requests(10).await;
     }
     cancel.cancel();
@@ -545,5 +511,5 @@ async fn under_load_reloads_drains_and_weight_changes_fail_no_request() {
     );
     let instances: Vec<_> = report.groups.keys().cloned().collect();
     assert_eq!(instances, ["a", "b", "c"], "loadgen saw every instance");
-    assert_eq!(running.reloader.stats().applied(), 20);
+    assert_eq!(running.reloader().stats().applied(), 20);
 }

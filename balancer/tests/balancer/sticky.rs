@@ -24,7 +24,7 @@ async fn a_client_with_the_cookie_stays_on_one_backend_and_moves_when_it_dies() 
     config.sticky.max_age = Some(std::time::Duration::from_secs(3600));
     config.health.path = Some("/healthz".into());
     config.health.fall = 1.try_into().unwrap();
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
 
     let first = get(balancer.addr, "/").await;
     let set_cookie = cookie_of(&first).expect("first answer sets the cookie");
@@ -79,7 +79,7 @@ fn key(text: &str) -> Option<StickyKey> {
 
 /// The cookie value a balancer with `config` sets for the first backend.
 async fn value_set_by(config: Config) -> String {
-    let balancer = spawn_balancer(config).await;
+    let balancer = Running::start(config).await;
     let answer = get(balancer.addr, "/").await;
     let cookie = cookie_of(&answer).expect("the first answer sets the cookie");
     let value = cookie
@@ -186,8 +186,8 @@ async fn an_unknown_cookie_is_rebalanced_and_ids_are_stable_across_instances() {
     let mut config = config(&[&a, &b]);
     config.sticky.enabled = true;
     config.sticky.key = key("shared by both balancers");
-    let one = spawn_balancer(config.clone()).await;
-    let two = spawn_balancer(config).await;
+    let one = Running::start(config.clone()).await;
+    let two = Running::start(config).await;
     let answer = send(
         one.addr,
         request(

@@ -11,16 +11,12 @@ use std::time::Duration;
 
 use balancer::Balancer;
 use balancer::config::{CertificateSpec, Config};
-use balancer::tls::certs::CertStore;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -96,51 +92,20 @@ fn replace(path: &Path, bytes: &[u8]) {
     std::fs::rename(&staging, path).unwrap();
 }
 
-/// An in-process balancer with HTTPS on loopback port 0.
-pub(crate) struct TlsBalancer {
-    plain: SocketAddr,
-    pub(crate) tls: SocketAddr,
-    store: Arc<CertStore>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TlsBalancer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl TlsBalancer {
-    pub(crate) async fn start(mut config: Config, certificates: Vec<CertificateSpec>) -> Self {
-        config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
-        config.tls.certificates = certificates;
-        config.tls.reload_interval = Duration::from_millis(50);
-        config.validate().expect("test config is valid");
-        let balancer = Balancer::build(config).await.unwrap();
-        let plain = balancer.local_addr().unwrap();
-        let tls = balancer.tls_addr().expect("TLS is on");
-        let store = balancer.certificates().expect("TLS is on");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(balancer.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            plain,
-            tls,
-            store,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    pub(crate) async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("drained within 10 s")
-            .unwrap();
-    }
+/// A balancer in front of one backend ("b") serving HTTPS with a certificate for `names`
+/// from a new test CA (its files in the returned directory), `tune` applied to its config.
+async fn https(
+    names: &[&str],
+    tune: impl FnOnce(&mut Config),
+) -> (Ca, tempfile::TempDir, TestBackend, Running) {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = vec![ca.issue(names).write(dir.path(), "site")];
+    let backend = spawn_backend("b").await;
+    let mut config = config(&[&backend]);
+    tune(&mut config);
+    let balancer = Running::builder(config).tls(certificates).start().await;
+    (ca, dir, backend, balancer)
 }
 
 /// A TLS handshake to `addr` naming `name` (an IP address sends no SNI), within 10 s.
@@ -168,37 +133,6 @@ fn served(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
     stream.get_ref().1.peer_certificates().unwrap()[0].clone()
 }
 
-/// An HTTP/1.1 client on an established TLS stream.
-async fn http_over(
-    stream: TlsStream<TcpStream>,
-) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    sender
-}
-
-async fn send_on(
-    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    request: http::Request<Full<Bytes>>,
-) -> Answer {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        sender.ready().await.unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
-    })
-    .await
-    .expect("answered within 10 s")
-}
-
 fn tls13_and_12() -> Vec<&'static rustls::SupportedProtocolVersion> {
     vec![&rustls::version::TLS13, &rustls::version::TLS12]
 }
@@ -219,29 +153,34 @@ async fn the_server_name_picks_the_certificate_and_no_name_gets_the_default() {
         wild.write(dir.path(), "wild"),
     ];
     let backend = spawn_backend("b").await;
-    let balancer = TlsBalancer::start(config(&[&backend]), certificates).await;
+    let balancer = Running::builder(config(&[&backend]))
+        .tls(certificates)
+        .start()
+        .await;
     let client = ca.client(&tls13_and_12());
 
-    let stream = handshake(&client, balancer.tls, "a.test").await.unwrap();
+    let stream = handshake(&client, balancer.tls(), "a.test").await.unwrap();
     assert_eq!(served(&stream), a.der);
-    let stream = handshake(&client, balancer.tls, "x.wild.test")
+    let stream = handshake(&client, balancer.tls(), "x.wild.test")
         .await
         .unwrap();
     assert_eq!(served(&stream), wild.der);
     // An IP address as the name: rustls sends no SNI.
-    let stream = handshake(&client, balancer.tls, "127.0.0.1").await.unwrap();
+    let stream = handshake(&client, balancer.tls(), "127.0.0.1")
+        .await
+        .unwrap();
     assert_eq!(served(&stream), default.der);
     // A name no certificate has gets the default too (which the client then refuses).
-    let refused = handshake(&client, balancer.tls, "other.test").await;
+    let refused = handshake(&client, balancer.tls(), "other.test").await;
     assert!(refused.is_err(), "the default does not cover other.test");
 
     // Both versions are served.
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let stream = handshake(&ca.client(&[version]), balancer.tls, "a.test")
+        let stream = handshake(&ca.client(&[version]), balancer.tls(), "a.test")
             .await
             .unwrap();
         assert_eq!(stream.get_ref().1.protocol_version(), Some(version.version));
-        let mut http = http_over(stream).await;
+        let mut http = http1_over(stream).await;
         let answer = send_on(&mut http, request("/", &[])).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
@@ -270,13 +209,9 @@ fn old_client_hello(version: [u8; 2]) -> Vec<u8> {
 
 #[tokio::test]
 async fn tls_1_0_and_1_1_are_refused_with_a_protocol_version_alert() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let balancer = TlsBalancer::start(config(&[&backend]), certificates).await;
+    let (_ca, _dir, _backend, balancer) = https(&["a.test"], |_| {}).await;
     for version in [[3, 1], [3, 2]] {
-        let answer = raw_bytes(balancer.tls, &old_client_hello(version)).await;
+        let answer = raw_bytes(balancer.tls(), &old_client_hello(version)).await;
         // One alert record: fatal (2), protocol_version (70); then the connection closes.
         assert!(
             answer.len() >= 7 && answer[0] == 0x15 && answer[5..7] == [2, 70],
@@ -285,7 +220,7 @@ async fn tls_1_0_and_1_1_are_refused_with_a_protocol_version_alert() {
     }
     // The same hello offering TLS 1.2 is not refused for its version: the check above is
     // about the version, not the shape of the hello.
-    let answer = raw_bytes(balancer.tls, &old_client_hello([3, 3])).await;
+    let answer = raw_bytes(balancer.tls(), &old_client_hello([3, 3])).await;
     assert!(
         !(answer.len() >= 7 && answer[0] == 0x15 && answer[6] == 70),
         "TLS 1.2 refused for its version: {answer:?}"
@@ -323,9 +258,12 @@ async fn openssl_cannot_connect_with_tls_1_0_or_1_1_but_can_with_1_2_and_1_3() {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.issuer.pem()).unwrap();
     let backend = spawn_backend("b").await;
-    let balancer = TlsBalancer::start(config(&[&backend]), certificates).await;
+    let balancer = Running::builder(config(&[&backend]))
+        .tls(certificates)
+        .start()
+        .await;
     for old in ["-tls1", "-tls1_1"] {
-        let (ok, text) = s_client(balancer.tls, &[old]).await;
+        let (ok, text) = s_client(balancer.tls(), &[old]).await;
         assert!(
             !ok && text.contains("Cipher is (NONE)") && text.contains("alert"),
             "{old}: {text}"
@@ -333,7 +271,7 @@ async fn openssl_cannot_connect_with_tls_1_0_or_1_1_but_can_with_1_2_and_1_3() {
     }
     let ca_file = ca_file.to_str().unwrap();
     for (version, named) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
-        let (ok, text) = s_client(balancer.tls, &[version, "-CAfile", ca_file]).await;
+        let (ok, text) = s_client(balancer.tls(), &[version, "-CAfile", ca_file]).await;
         assert!(
             ok && text.contains(&format!("New, {named}"))
                 && text.contains("Verify return code: 0 (ok)"),
@@ -360,23 +298,26 @@ async fn a_renewed_certificate_serves_new_handshakes_while_open_connections_go_o
     let first = ca.issue(&["a.test"]);
     let certificates = vec![first.write(dir.path(), "a")];
     let backend = spawn_backend("b").await;
-    let balancer = TlsBalancer::start(config(&[&backend]), certificates).await;
+    let balancer = Running::builder(config(&[&backend]))
+        .tls(certificates)
+        .start()
+        .await;
     let client = ca.client(&tls13_and_12());
 
-    let open = handshake(&client, balancer.tls, "a.test").await.unwrap();
+    let open = handshake(&client, balancer.tls(), "a.test").await.unwrap();
     assert_eq!(served(&open), first.der);
-    let mut open = http_over(open).await;
+    let mut open = http1_over(open).await;
     assert_eq!(send_on(&mut open, request("/", &[])).await.status, 200);
 
     let renewed = ca.issue(&["a.test"]);
     renewed.write(dir.path(), "a");
     let picked_up = eventually(Duration::from_secs(10), async || {
-        let stream = handshake(&client, balancer.tls, "a.test").await.unwrap();
+        let stream = handshake(&client, balancer.tls(), "a.test").await.unwrap();
         served(&stream) == renewed.der
     })
     .await;
     assert!(picked_up, "new handshakes get the renewed certificate");
-    assert!(balancer.store.reloads() >= 1);
+    assert!(balancer.certificates().reloads() >= 1);
     // The connection opened before the renewal goes on with its session.
     let answer = send_on(&mut open, request("/", &[])).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -389,7 +330,10 @@ async fn a_bad_replacement_is_refused_and_the_previous_certificate_kept() {
     let first = ca.issue(&["a.test"]);
     let spec = first.write(dir.path(), "a");
     let backend = spawn_backend("b").await;
-    let balancer = TlsBalancer::start(config(&[&backend]), vec![spec.clone()]).await;
+    let balancer = Running::builder(config(&[&backend]))
+        .tls(vec![spec.clone()])
+        .start()
+        .await;
     let client = ca.client(&tls13_and_12());
 
     // A truncated certificate, then a key that belongs to another certificate: each is
@@ -403,14 +347,14 @@ async fn a_bad_replacement_is_refused_and_the_previous_certificate_kept() {
             replace(&spec.key, other.key_pem.as_bytes());
         }
         let seen = eventually(Duration::from_secs(10), async || {
-            balancer.store.refused() >= step
+            balancer.certificates().refused() >= step
         })
         .await;
         assert!(seen, "bad replacement {step} refused");
-        let stream = handshake(&client, balancer.tls, "a.test").await.unwrap();
+        let stream = handshake(&client, balancer.tls(), "a.test").await.unwrap();
         assert_eq!(served(&stream), first.der, "after bad replacement {step}");
     }
-    assert_eq!(balancer.store.reloads(), 0);
+    assert_eq!(balancer.certificates().reloads(), 0);
 }
 
 #[tokio::test]
@@ -565,14 +509,10 @@ async fn the_binary_stops_with_exit_code_2_naming_the_flag_and_file_of_a_bad_cer
 
 #[tokio::test]
 async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["app.test"]).write(dir.path(), "app")];
-    let backend = spawn_backend("b").await;
-    let balancer = TlsBalancer::start(config(&[&backend]), certificates).await;
+    let (_ca, _dir, backend, balancer) = https(&["app.test"], |_| {}).await;
 
     let answer = send(
-        balancer.plain,
+        balancer.addr,
         http::Request::post("/form/submit?x=1&y=%20")
             .header("host", "App.Test:8080")
             .body(Full::new(Bytes::from_static(b"data")))
@@ -584,7 +524,7 @@ async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
         answer.headers["location"],
         format!(
             "https://app.test:{}/form/submit?x=1&y=%20",
-            balancer.tls.port()
+            balancer.tls().port()
         )
     );
     assert!(
@@ -595,7 +535,7 @@ async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
 
     for bad in ["evil.test/path", "user@evil.test", "evil.test:80:80"] {
         let answer = raw(
-            balancer.plain,
+            balancer.addr,
             format!("GET / HTTP/1.1\r\nHost: {bad}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await;
@@ -605,7 +545,7 @@ async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
         );
     }
 
-    let answer = get(balancer.plain, "/.well-known/acme-challenge/token-1").await;
+    let answer = get(balancer.addr, "/.well-known/acme-challenge/token-1").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.instance(), "b");
     assert!(
@@ -619,21 +559,23 @@ async fn plain_http_is_redirected_to_https_except_the_acme_challenge() {
 
 #[tokio::test]
 async fn the_redirect_names_the_configured_https_port_and_https_answers_carry_hsts() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["app.test"]).write(dir.path(), "app")];
-    let backend = spawn_backend("b").await;
-    let mut config = config(&[&backend]);
-    config.tls.https_port = Some(443);
-    config.tls.hsts_max_age = Some(Duration::from_secs(31_536_000));
-    let balancer = TlsBalancer::start(config, certificates).await;
+    let (ca, _dir, _backend, balancer) = https(&["app.test"], |config| {
+        config.tls.https_port = Some(443);
+        config.tls.hsts_max_age = Some(Duration::from_secs(31_536_000));
+    })
+    .await;
 
-    let answer = get(balancer.plain, "/p?q").await;
+    let answer = get(balancer.addr, "/p?q").await;
     assert_eq!(answer.status, 308);
     assert_eq!(answer.headers["location"], "https://app.test/p?q");
 
     let client = ca.client(&tls13_and_12());
-    let mut http = http_over(handshake(&client, balancer.tls, "app.test").await.unwrap()).await;
+    let mut http = http1_over(
+        handshake(&client, balancer.tls(), "app.test")
+            .await
+            .unwrap(),
+    )
+    .await;
     let answer = send_on(&mut http, request("/", &[("x-forwarded-proto", "http")])).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
@@ -650,41 +592,35 @@ async fn the_redirect_names_the_configured_https_port_and_https_answers_carry_hs
 
 #[tokio::test]
 async fn a_silent_client_is_closed_at_the_handshake_timeout() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let mut config = config(&[&backend]);
-    config.timeouts.tls_handshake = Duration::from_millis(300);
-    let balancer = TlsBalancer::start(config, certificates).await;
+    let (ca, _dir, _backend, balancer) = https(&["a.test"], |config| {
+        config.timeouts.tls_handshake = Duration::from_millis(300);
+    })
+    .await;
 
-    let mut silent = TcpStream::connect(balancer.tls).await.unwrap();
+    let mut silent = TcpStream::connect(balancer.tls()).await.unwrap();
     assert!(closed_by_peer(&mut silent).await);
     // Half a hello, then nothing: the same.
-    let mut slow = TcpStream::connect(balancer.tls).await.unwrap();
+    let mut slow = TcpStream::connect(balancer.tls()).await.unwrap();
     let hello = old_client_hello([3, 3]);
     slow.write_all(&hello[..hello.len() / 2]).await.unwrap();
     assert!(closed_by_peer(&mut slow).await);
     // The listener still serves.
     let client = ca.client(&tls13_and_12());
-    assert!(handshake(&client, balancer.tls, "a.test").await.is_ok());
+    assert!(handshake(&client, balancer.tls(), "a.test").await.is_ok());
 }
 
 #[tokio::test]
 async fn handshakes_beyond_the_limit_are_closed_at_once() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let mut config = config(&[&backend]);
-    config.limits.max_handshakes = 1;
-    // Far beyond the hang guards: only the limit can close the second connection.
-    config.timeouts.tls_handshake = Duration::from_secs(60);
-    let balancer = TlsBalancer::start(config, certificates).await;
+    let (ca, _dir, _backend, balancer) = https(&["a.test"], |config| {
+        config.limits.max_handshakes = 1;
+        // Far beyond the hang guards: only the limit can close the second connection.
+        config.timeouts.tls_handshake = Duration::from_secs(60);
+    })
+    .await;
     let client = ca.client(&tls13_and_12());
 
-    let holder = TcpStream::connect(balancer.tls).await.unwrap();
-    let mut second = TcpStream::connect(balancer.tls).await.unwrap();
+    let holder = TcpStream::connect(balancer.tls()).await.unwrap();
+    let mut second = TcpStream::connect(balancer.tls()).await.unwrap();
     assert!(
         closed_by_peer(&mut second).await,
         "the second handshake finds no slot"
@@ -693,24 +629,20 @@ async fn handshakes_beyond_the_limit_are_closed_at_once() {
     let held = handshake_on(&client, holder, "a.test").await.unwrap();
     // Its slot is free again once its handshake ended.
     let free = eventually(Duration::from_secs(10), async || {
-        handshake(&client, balancer.tls, "a.test").await.is_ok()
+        handshake(&client, balancer.tls(), "a.test").await.is_ok()
     })
     .await;
     assert!(free);
-    let mut http = http_over(held).await;
+    let mut http = http1_over(held).await;
     assert_eq!(send_on(&mut http, request("/", &[])).await.status, 200);
 }
 
 #[tokio::test]
 async fn a_tls_connection_parked_while_idle_serves_on_and_drains_on_shutdown() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let balancer = TlsBalancer::start(config(&[&backend]), certificates).await;
+    let (ca, _dir, backend, balancer) = https(&["a.test"], |_| {}).await;
     let client = ca.client(&tls13_and_12());
 
-    let mut http = http_over(handshake(&client, balancer.tls, "a.test").await.unwrap()).await;
+    let mut http = http1_over(handshake(&client, balancer.tls(), "a.test").await.unwrap()).await;
     for _ in 0..3 {
         assert_eq!(send_on(&mut http, request("/", &[])).await.status, 200);
         // The client's own pause, long enough for the balancer to park the connection.
@@ -725,7 +657,7 @@ async fn a_tls_connection_parked_while_idle_serves_on_and_drains_on_shutdown() {
     let in_flight = tokio::spawn(async move { send_on(&mut http, request("/", &[])).await });
     let held = eventually(Duration::from_secs(10), async || backend.hits() == 4).await;
     assert!(held, "the request reached the backend");
-    let tls = balancer.tls;
+    let tls = balancer.tls();
     let shutdown = tokio::spawn(balancer.shutdown());
     // Released only once shutdown has begun (the listener is closed), so the answer is
     // one the drain waited for.
@@ -747,17 +679,14 @@ async fn a_tls_connection_parked_while_idle_serves_on_and_drains_on_shutdown() {
 async fn with_two_listeners_one_connection_slot_serves_each_in_turn() {
     // The redirect and HTTPS listeners share `max_connections`: a listener waiting for its
     // next client must not hold a slot the other one needs.
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().unwrap();
-    let certificates = vec![ca.issue(&["a.test"]).write(dir.path(), "a")];
-    let backend = spawn_backend("b").await;
-    let mut config = config(&[&backend]);
-    config.limits.max_connections = 1;
-    let balancer = TlsBalancer::start(config, certificates).await;
+    let (ca, _dir, _backend, balancer) = https(&["a.test"], |config| {
+        config.limits.max_connections = 1;
+    })
+    .await;
     let client = ca.client(&tls13_and_12());
     for round in 0..3 {
-        let stream = handshake(&client, balancer.tls, "a.test").await.unwrap();
-        let mut http = http_over(stream).await;
+        let stream = handshake(&client, balancer.tls(), "a.test").await.unwrap();
+        let mut http = http1_over(stream).await;
         assert_eq!(
             send_on(&mut http, request("/", &[])).await.status,
             200,
@@ -766,7 +695,7 @@ async fn with_two_listeners_one_connection_slot_serves_each_in_turn() {
         drop(http);
         // Its slot comes back once the connection is gone; then the redirect gets it.
         let redirected = eventually(Duration::from_secs(10), async || {
-            let mut plain = TcpStream::connect(balancer.plain).await.unwrap();
+            let mut plain = TcpStream::connect(balancer.addr).await.unwrap();
             plain
                 .write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
                 .await
@@ -783,4 +712,19 @@ async fn with_two_listeners_one_connection_slot_serves_each_in_turn() {
             "the redirect listener got the slot, round {round}"
         );
     }
+}
+
+#[tokio::test]
+async fn over_tls_a_client_that_writes_on_after_a_closing_request_still_reads_the_whole_answer() {
+    const PAD: usize = 16 * 1024 * 1024;
+    let (ca, _dir, backend, balancer) = https(&["a.test"], |_| {}).await;
+    backend
+        .behaviour
+        .pad_bytes
+        .store(PAD as u64, std::sync::atomic::Ordering::SeqCst);
+    let tcp = connect_with_small_window(balancer.tls()).await;
+    let stream = handshake_on(&ca.client(&tls13_and_12()), tcp, "a.test")
+        .await
+        .unwrap();
+    assert!(closing_answer_read_while_writing(stream, "a.test").await > PAD);
 }
