@@ -681,10 +681,15 @@ async fn the_page_in_chromium_shows_live_figures_and_a_stopped_backend_turning_u
     browser.close().await;
     let report = traffic.stop().await;
     assert!(report.requests > 0);
-    assert_eq!(
-        report.groups.len(),
-        3,
-        "loadgen saw the three instances: {:?}",
-        report.groups
-    );
+    // The three instances served; what happens to the requests in flight on `c` when it is
+    // killed (its connections cut mid-answer) is the retry tests' business, not this page's.
+    for name in ["a", "b", "c"] {
+        assert!(
+            report.groups.get(name).is_some_and(|&n| n > 0),
+            "loadgen saw instance {name}: groups {:?}, status {:?}, errors {:?}",
+            report.groups,
+            report.status,
+            report.errors
+        );
+    }
 }
