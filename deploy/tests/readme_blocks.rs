@@ -4,7 +4,8 @@
 //! `<!-- readme-run: stack NAME -->`, and scripts/lib/readme-stack-NAME.sh exists) or
 //! carries `<!-- readme-run: skip REASON -->` right before it. The parser follows the
 //! runner's own (an awk program in scripts/readme-run): the two must agree, so the rules
-//! are the same here and there, and a file that breaks them fails both.
+//! are the same here and there, and a file that breaks them fails both; the runner itself
+//! is run here too on files that need no stack (and so no Docker), good and bad.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -347,4 +348,75 @@ fn a_misplaced_skip_marker_is_a_problem_not_a_silent_skip() {
         "{:?}",
         parsed.problems
     );
+}
+
+/// scripts/readme-run on FILE (written to a temp file), from the repository root: its exit
+/// code and what it logged. A file naming no stack needs no Docker: the runner only checks it.
+fn runner_on(name: &str, text: &str) -> (i32, String) {
+    let path = std::env::temp_dir().join(format!("readme-blocks-{}-{name}.md", std::process::id()));
+    fs::write(&path, text).expect("write a temp file");
+    let output = std::process::Command::new("bash")
+        .arg(repo_root().join("scripts/readme-run"))
+        .arg(&path)
+        .current_dir(repo_root())
+        .output()
+        .expect("bash runs scripts/readme-run");
+    let _ = fs::remove_file(&path);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_runner_applies_the_same_rules_before_it_runs_anything() {
+    let (code, log) = runner_on("unmarked", "# t\n\n```bash\ntouch /nonexistent/x\n```\n");
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains(":3: ```bash block neither run"), "{log}");
+
+    let (code, log) = runner_on(
+        "misplaced",
+        "<!-- readme-run: skip x -->\ntext\n```sh\nls\n```\n",
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("not directly followed by a shell block"),
+        "{log}"
+    );
+
+    let (code, log) = runner_on(
+        "marked",
+        "<!-- readme-run: skip cloud: needs a DigitalOcean account -->\n\n```sh\ndoctl compute droplet list\n```\n",
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("NOT run: 'cloud: needs a DigitalOcean account'"),
+        "the skipped block is listed with its reason: {log}"
+    );
+
+    let (code, log) = runner_on(
+        "unknown-stack",
+        "<!-- readme-run: stack moon -->\n```sh\nls\n```\n",
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("scripts/lib/readme-stack-moon.sh"), "{log}");
+}
+
+#[test]
+fn the_runner_accepts_every_doc_without_docker() {
+    let root = repo_root();
+    for file in shipped_markdown() {
+        let text = read(&file);
+        if parse(&text).stack.is_some() {
+            continue;
+        }
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let (code, log) = runner_on(&name, &text);
+        assert_eq!(
+            code,
+            0,
+            "{}: {log}",
+            file.strip_prefix(&root).unwrap_or(&file).display()
+        );
+    }
 }
