@@ -1,7 +1,9 @@
 //! The rule that keeps the tutorials from rotting, checked without Docker: every shell
 //! block of the Markdown the repository ships (README.md, docs/*.md, every
 //! deploy/**/README.md) is either run by `scripts/readme-run` (its file names a stack with
-//! `<!-- readme-run: stack NAME -->`, and scripts/lib/readme-stack-NAME.sh exists) or
+//! `<!-- readme-run: stack NAME -->`, and scripts/lib/readme-stack-NAME.sh exists), or run
+//! by another script that scripts/test runs (the file says
+//! `<!-- readme-run: runner SCRIPT TAG -->` and the block follows `<!-- TAG: ... -->`), or
 //! carries `<!-- readme-run: skip REASON -->` right before it. The parser follows the
 //! runner's own (an awk program in scripts/readme-run): the two must agree, so the rules
 //! are the same here and there, and a file that breaks them fails both; the runner itself
@@ -16,8 +18,12 @@ const MARKER: &str = "<!-- readme-run:";
 #[derive(Debug, Default)]
 struct Parsed {
     stack: Option<String>,
+    /// (script, tag) of `<!-- readme-run: runner SCRIPT TAG -->`.
+    runner: Option<(String, String)>,
     /// (line of the opening fence, skip reason if marked)
     shell_blocks: Vec<(usize, Option<String>)>,
+    /// The tag of another runner's comment right before each shell block, if any.
+    tags: Vec<Option<String>>,
     /// Names of the checks the file asks for.
     checks: Vec<String>,
     problems: Vec<String>,
@@ -47,9 +53,24 @@ fn fence(line: &str) -> Option<(String, String)> {
     Some((run, lang))
 }
 
+/// The word of a comment `<!-- WORD: ... -->` that is not readme-run's own: another
+/// runner's tag on the block that follows.
+fn other_tag(line: &str) -> Option<String> {
+    let body = line.strip_prefix("<!-- ")?;
+    if !line.trim_end().ends_with("-->") || line.starts_with(MARKER) {
+        return None;
+    }
+    let (word, _) = body.split_once(": ")?;
+    word.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        .then(|| word.to_string())
+        .filter(|w| !w.is_empty())
+}
+
 fn parse(text: &str) -> Parsed {
     let mut parsed = Parsed::default();
     let mut skip: Option<(usize, String)> = None;
+    let mut tag: Option<String> = None;
     let mut open: Option<(String, usize, bool)> = None; // (fence, line, is shell)
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
@@ -65,6 +86,7 @@ fn parse(text: &str) -> Parsed {
                 parsed
                     .shell_blocks
                     .push((number, skip.take().map(|(_, reason)| reason)));
+                parsed.tags.push(tag.take());
             } else if let Some((at, _)) = skip.take() {
                 parsed.problems.push(format!(
                     "{at}: a skip marker is followed by a ```{lang} block, not a shell block"
@@ -79,6 +101,18 @@ fn parse(text: &str) -> Parsed {
                     "{number}: a second stack marker ({stack}, after {first})"
                 )),
                 _ => parsed.stack = Some(stack.to_string()),
+            }
+            continue;
+        }
+        if let Some(runner) = marker_body(line, "runner") {
+            let mut words = runner.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some(script), Some(runner_tag)) => {
+                    parsed.runner = Some((script.to_string(), runner_tag.to_string()))
+                }
+                _ => parsed.problems.push(format!(
+                    "{number}: a runner marker needs a script and a tag: `<!-- readme-run: runner SCRIPT TAG -->`"
+                )),
             }
             continue;
         }
@@ -122,9 +156,14 @@ fn parse(text: &str) -> Parsed {
                 .push(format!("{number}: unknown readme-run marker: {line}"));
             continue;
         }
+        if let Some(word) = other_tag(line) {
+            tag = Some(word);
+            continue;
+        }
         if line.trim().is_empty() {
             continue;
         }
+        tag = None;
         if let Some((at, _)) = skip.take() {
             parsed.problems.push(format!(
                 "{at}: a skip marker not directly followed by a shell block"
@@ -141,12 +180,24 @@ fn parse(text: &str) -> Parsed {
             .problems
             .push(format!("{at}: a skip marker at the end of the file"));
     }
+    if let (Some(stack), Some((runner, _))) = (&parsed.stack, &parsed.runner) {
+        parsed.problems.push(format!(
+            "both a stack ({stack}) and a runner ({runner}): one runs the file"
+        ));
+    }
     if parsed.stack.is_none() {
-        for (line, reason) in &parsed.shell_blocks {
-            if reason.is_none() {
-                parsed.problems.push(format!(
+        for ((line, reason), block_tag) in parsed.shell_blocks.iter().zip(&parsed.tags) {
+            if reason.is_some() {
+                continue;
+            }
+            match &parsed.runner {
+                Some((_, runner_tag)) if block_tag.as_ref() == Some(runner_tag) => {}
+                Some((runner, runner_tag)) => parsed.problems.push(format!(
+                    "{line}: a shell block neither run by {runner} (no `<!-- {runner_tag}: STEP -->` before it) nor marked `<!-- readme-run: skip REASON -->`"
+                )),
+                None => parsed.problems.push(format!(
                     "{line}: a shell block neither run (the file names no `<!-- readme-run: stack NAME -->`) nor marked `<!-- readme-run: skip REASON -->`"
-                ));
+                )),
             }
         }
     }
@@ -212,6 +263,18 @@ fn every_shell_block_of_the_shipped_markdown_is_run_or_marked() {
             .to_string();
         let parsed = parse(&read(&file));
         problems.extend(parsed.problems.iter().map(|p| format!("{shown}:{p}")));
+        if let Some((runner, _)) = &parsed.runner {
+            if !root.join(runner).is_file() {
+                problems.push(format!(
+                    "{shown}: its blocks are run by {runner}, which does not exist"
+                ));
+            }
+            if !read(&root.join("scripts/test")).contains(runner.as_str()) {
+                problems.push(format!(
+                    "{shown}: its blocks are run by {runner}, which scripts/test does not run"
+                ));
+            }
+        }
         let Some(stack) = &parsed.stack else {
             continue;
         };
@@ -294,6 +357,34 @@ fn a_marked_block_or_a_block_in_a_file_with_a_stack_is_fine() {
     assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
     assert_eq!(parsed.stack.as_deref(), Some("swarm"));
     assert_eq!(parsed.checks, vec!["spread-over".to_string()]);
+}
+
+#[test]
+fn blocks_another_runner_runs_are_those_after_its_tag() {
+    let text = "<!-- readme-run: runner scripts/swarm-e2e swarm-e2e -->\n\
+                <!-- swarm-e2e: init -->\n```sh\ndocker swarm init\n```\n\
+                <!-- readme-run: skip cloud: an account -->\n```sh\ndoctl x\n```\n\
+                <!-- other: x -->\n```sh\nls\n```\n\
+                <!-- swarm-e2e: late -->\nSome text.\n```sh\nls\n```\n";
+    let parsed = parse(text);
+    assert_eq!(
+        parsed.runner,
+        Some(("scripts/swarm-e2e".to_string(), "swarm-e2e".to_string()))
+    );
+    let lines: Vec<&str> = parsed
+        .problems
+        .iter()
+        .map(|p| p.split(':').next().unwrap())
+        .collect();
+    // The block after another tag, and the one that text separates from its tag.
+    assert_eq!(lines, vec!["11", "16"], "{:?}", parsed.problems);
+    assert!(parsed.problems[0].contains("neither run by scripts/swarm-e2e"));
+    let both = parse("<!-- readme-run: stack compose -->\n<!-- readme-run: runner a b -->\n");
+    assert!(
+        both.problems.iter().any(|p| p.contains("both a stack")),
+        "{:?}",
+        both.problems
+    );
 }
 
 #[test]
@@ -390,8 +481,37 @@ fn the_runner_applies_the_same_rules_before_it_runs_anything() {
     );
     assert_eq!(code, 0, "{log}");
     assert!(
-        log.contains("NOT run: 'cloud: needs a DigitalOcean account'"),
+        log.contains("NOT run: cloud: needs a DigitalOcean account\n"),
         "the skipped block is listed with its reason: {log}"
+    );
+
+    // Blocks another script runs (here one that scripts/test does run, and is executable).
+    let (code, log) = runner_on(
+        "external",
+        "<!-- readme-run: runner scripts/readme-run demo -->\n<!-- demo: one -->\n```sh\nls\n```\n",
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("block 1 (line 3) run by scripts/readme-run"),
+        "{log}"
+    );
+    let (code, log) = runner_on(
+        "external-untagged",
+        "<!-- readme-run: runner scripts/readme-run demo -->\n```sh\nls\n```\n",
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains(":2: ```sh block neither run by scripts/readme-run"),
+        "{log}"
+    );
+    let (code, log) = runner_on(
+        "external-missing",
+        "<!-- readme-run: runner scripts/nothing demo -->\n<!-- demo: one -->\n```sh\nls\n```\n",
+    );
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("scripts/nothing, which is not an executable script"),
+        "{log}"
     );
 
     let (code, log) = runner_on(
