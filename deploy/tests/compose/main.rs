@@ -11,3 +11,4 @@ mod https;
 mod image_context;
 mod semantics;
 mod spec;
+mod tutorial;
