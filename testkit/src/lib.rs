@@ -12,7 +12,11 @@
 //! test process. When the handle is dropped, or the test process dies for any reason, the pipe
 //! closes and the supervisor stops the server: no server outlives the tests that started it,
 //! not even the shared ones kept in statics (whose destructors never run).
+//!
+//! [`chromium`] drives headless chromium for the browser tests, under the same rule: missing,
+//! it fails loudly.
 
+pub mod chromium;
 mod postgres;
 mod process;
 mod redis;
