@@ -3,11 +3,10 @@
 //! routes only), the event stream and its cap. And the page itself in a real browser:
 //! Debian's `chromium`, headless, driven over the DevTools protocol on a pipe, logs in
 //! through the form while traffic flows, sees the figures move, sees a backend stopped
-//! mid-test turn unhealthy, and keeps a screenshot (`target/tmp/dashboard.png`).
+//! mid-test turn unhealthy, and writes the README's screenshot (`docs/dashboard.png`).
 
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -15,7 +14,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use testkit::chromium::Chromium;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -23,8 +23,6 @@ use crate::helpers::{Running, config, eventually, request, send, spawn_backend};
 
 const TOKEN: &str = "dashboard-test-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
-/// The browser's hang guard: a cold chromium start on a busy machine is slow.
-const BROWSER_LIMIT: Duration = Duration::from_secs(60);
 
 /// A form post to the admin listener.
 async fn post_form(admin: SocketAddr, path: &str, body: &str) -> crate::helpers::Answer {
@@ -252,231 +250,6 @@ impl Traffic {
     }
 }
 
-/// Headless chromium on the DevTools protocol over a pipe: it reads NUL-terminated JSON
-/// commands on its fd 3 and writes replies on fd 4, which `sh` maps to our stdin/stdout.
-struct Chromium {
-    child: tokio::process::Child,
-    commands: tokio::process::ChildStdin,
-    replies: BufReader<tokio::process::ChildStdout>,
-    next_id: u64,
-    stderr: Arc<std::sync::Mutex<String>>,
-    _profile: tempfile::TempDir,
-}
-
-impl Chromium {
-    async fn start() -> Self {
-        let found = std::process::Command::new("sh")
-            .args(["-c", "command -v chromium"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "chromium is not installed: the dashboard test drives Debian's chromium headless. \
-             Install it with scripts/install-deps (or: apt-get install chromium)"
-        );
-        // Under target/tmp: if a failing test leaves it behind, it is not in /tmp.
-        let profile = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let mut command = tokio::process::Command::new("sh");
-        command
-            .arg("-c")
-            .arg(
-                "exec chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage \
-                 --no-first-run --no-default-browser-check --disable-extensions \
-                 --disable-background-networking --disable-sync --disable-component-update \
-                 --disable-background-timer-throttling --disable-renderer-backgrounding \
-                 --disable-backgrounding-occluded-windows --hide-scrollbars --mute-audio \
-                 --user-data-dir=\"$1\" --remote-debugging-pipe about:blank \
-                 3<&0 4>&1 0</dev/null 1>&2",
-            )
-            .arg("sh")
-            .arg(profile.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("sh starts");
-        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let tail = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf).await
-                && n > 0
-            {
-                let mut text = tail.lock().unwrap();
-                text.push_str(&String::from_utf8_lossy(&buf[..n]));
-                // Only the end matters for a failure message.
-                if text.len() > 16 * 1024 {
-                    let cut = text.len() - 8 * 1024;
-                    let cut = (cut..text.len())
-                        .find(|&i| text.is_char_boundary(i))
-                        .unwrap();
-                    text.drain(..cut);
-                }
-            }
-        });
-        Self {
-            commands: child.stdin.take().unwrap(),
-            replies: BufReader::new(child.stdout.take().unwrap()),
-            child,
-            next_id: 0,
-            stderr,
-            _profile: profile,
-        }
-    }
-
-    /// Sends one command and waits (bounded) for its reply; events in between are dropped.
-    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
-        match self.try_call(session, method, params).await {
-            Ok(result) => result,
-            Err(error) => panic!("{method} failed: {error}\n{}", self.output()),
-        }
-    }
-
-    /// As [`Self::call`], but the protocol's error reply (a page navigating away while
-    /// asked something) is returned, not a panic; a dead or silent browser still panics.
-    async fn try_call(
-        &mut self,
-        session: Option<&str>,
-        method: &str,
-        params: Value,
-    ) -> Result<Value, String> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut message = json!({ "id": id, "method": method, "params": params });
-        if let Some(session) = session {
-            message["sessionId"] = json!(session);
-        }
-        let mut bytes = message.to_string().into_bytes();
-        bytes.push(0);
-        let exchange = async {
-            self.commands.write_all(&bytes).await?;
-            self.commands.flush().await?;
-            loop {
-                let mut reply = Vec::new();
-                let n = self.replies.read_until(0, &mut reply).await?;
-                if n == 0 {
-                    return Err(std::io::Error::other("chromium closed the pipe"));
-                }
-                reply.pop();
-                let reply: Value = serde_json::from_slice(&reply)
-                    .map_err(|e| std::io::Error::other(format!("bad reply: {e}")))?;
-                if reply["id"] == json!(id) {
-                    return Ok(reply);
-                }
-            }
-        };
-        let reply = match tokio::time::timeout(BROWSER_LIMIT, exchange).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => panic!("{method}: {error}\n{}", self.output()),
-            Err(_) => panic!(
-                "{method}: no reply within {BROWSER_LIMIT:?}\n{}",
-                self.output()
-            ),
-        };
-        match reply.get("error") {
-            Some(error) => Err(error.to_string()),
-            None => Ok(reply["result"].clone()),
-        }
-    }
-
-    /// Closes the browser and waits for it to exit, so its profile directory is removed
-    /// after the last write into it.
-    async fn close(mut self) {
-        // The reply may not come: the browser can exit before sending it.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.try_call(None, "Browser.close", json!({})),
-        )
-        .await;
-        if tokio::time::timeout(BROWSER_LIMIT, self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-
-    fn output(&self) -> String {
-        format!("chromium's stderr (tail):\n{}", self.stderr.lock().unwrap())
-    }
-
-    /// A new tab on `url`, attached in flat mode: its session id.
-    async fn open(&mut self, url: &str) -> String {
-        let target = self
-            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
-            .await;
-        let attached = self
-            .call(
-                None,
-                "Target.attachToTarget",
-                json!({ "targetId": target["targetId"], "flatten": true }),
-            )
-            .await;
-        let session = attached["sessionId"].as_str().unwrap().to_owned();
-        self.call(
-            Some(&session),
-            "Emulation.setDeviceMetricsOverride",
-            json!({ "width": 1400, "height": 760, "deviceScaleFactor": 1, "mobile": false }),
-        )
-        .await;
-        self.call(Some(&session), "Page.navigate", json!({ "url": url }))
-            .await;
-        session
-    }
-
-    /// The value of a JavaScript expression in the page.
-    async fn eval(&mut self, session: &str, expression: &str) -> Value {
-        self.try_eval(session, expression)
-            .await
-            .unwrap_or_else(|error| panic!("{expression}: {error}"))
-    }
-
-    async fn try_eval(&mut self, session: &str, expression: &str) -> Result<Value, String> {
-        let result = self
-            .try_call(
-                Some(session),
-                "Runtime.evaluate",
-                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
-            )
-            .await?;
-        match result.get("exceptionDetails") {
-            Some(exception) => Err(exception.to_string()),
-            None => Ok(result["result"]["value"].clone()),
-        }
-    }
-
-    /// Polls `expression` until it is truthy (the page reached the state), at most 30 s.
-    async fn wait_for(&mut self, session: &str, expression: &str, what: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + BROWSER_LIMIT;
-        loop {
-            // An error is a page between two documents (a form post, a redirect): not yet.
-            let value = self.try_eval(session, expression).await;
-            if let Ok(value) = &value
-                && !matches!(value, Value::Null | Value::Bool(false))
-            {
-                return value.clone();
-            }
-            if tokio::time::Instant::now() > deadline {
-                let page = self
-                    .try_eval(session, "document.body ? document.body.innerText : ''")
-                    .await;
-                panic!(
-                    "the page never showed {what} within {BROWSER_LIMIT:?}; last answer {value:?}; it shows:\n{page:?}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Chromium {
-    fn drop(&mut self) {
-        // kill_on_drop too; this also ends it when the test panics with it still borrowed.
-        let _ = self.child.start_kill();
-    }
-}
-
 /// The backend rows as the page shows them.
 const ROWS: &str = "(() => { const rows = [...document.querySelectorAll('#backends tr[data-backend]')]; \
     return rows.length ? rows.map(r => ({ address: r.dataset.backend, state: r.dataset.state, \
@@ -488,28 +261,6 @@ fn row(rows: &Value, address: SocketAddr) -> &Value {
         .iter()
         .find(|r| r["address"] == json!(address.to_string()))
         .unwrap_or_else(|| panic!("no row for {address}: {rows}"))
-}
-
-fn decode_base64(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    for chunk in digits.chunks(4) {
-        let mut n = 0u32;
-        for (i, &d) in chunk.iter().enumerate() {
-            n |= u32::from(d) << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    out
 }
 
 #[tokio::test]
@@ -527,8 +278,10 @@ async fn the_page_in_chromium_shows_live_figures_and_a_stopped_backend_turning_u
     let running = Running::builder(config).admin(Some(TOKEN)).start().await;
     let traffic = Traffic::start(running.addr);
 
-    let mut browser = Chromium::start().await;
-    let tab = browser.open(&format!("http://{}/", running.admin())).await;
+    let mut browser = Chromium::start(Path::new(env!("CARGO_TARGET_TMPDIR"))).await;
+    let tab = browser
+        .open(&format!("http://{}/", running.admin()), 1400, 760)
+        .await;
 
     // Log in through the form, first with a wrong token.
     browser
@@ -660,23 +413,16 @@ async fn the_page_in_chromium_shows_live_figures_and_a_stopped_backend_turning_u
         .as_u64()
         .unwrap()
         .clamp(200, 2000);
-    let clip = json!({ "x": 0, "y": 0, "width": 1400, "height": height, "scale": 1 });
-    let shot = browser
-        .call(
-            Some(&tab),
-            "Page.captureScreenshot",
-            json!({ "format": "png", "clip": clip }),
-        )
-        .await;
-    let png = decode_base64(shot["data"].as_str().expect("screenshot data"));
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let png = browser.screenshot(&tab, 1400, height as u32).await;
     assert!(
         png.len() > 10_000,
         "a blank screenshot? {} bytes",
         png.len()
     );
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    std::fs::write(&path, &png).unwrap();
+    // Into the repository: the README shows it, so every run shows the code of today.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
+    testkit::chromium::write_atomically(&path, &png)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 
     browser.close().await;
     let report = traffic.stop().await;
