@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod browser;
 mod churn;
 mod concurrency;
 mod config;
