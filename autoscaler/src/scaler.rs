@@ -359,6 +359,9 @@ pub fn event(
     );
     let reason = match (decision.direction, decision.limited_by) {
         (_, Some(limit)) => format!("{ratio}; held by the {limit}"),
+        (Direction::Up, None) if decision.ratio.is_none() => {
+            format!("{ratio}; brought up to the min")
+        }
         (Direction::None, None) if decision.within_tolerance && decision.ratio.is_some() => {
             format!(
                 "{ratio}, within the tolerance of {:.0} %",

@@ -158,7 +158,7 @@ async fn route(
                 let body = read_json_within(request, super::scaling::MAX_EVENT_BYTES).await?;
                 state
                     .scaling
-                    .record(&body, now_millis())
+                    .record(&body, super::scaling::unix_millis())
                     .map(|event| (StatusCode::CREATED, event))
                     .map_err(|invalid| {
                         refuse(

@@ -63,7 +63,8 @@ impl ScalingEvents {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Validates `body` and keeps it, stamped with `at_ms` (Unix milliseconds) and the
+    /// Validates `body` and keeps it, stamped with `at_ms` (Unix milliseconds, the
+    /// balancer's wall clock) and the
     /// next sequence number; returns the stored event.
     pub fn record(&self, body: &Map<String, Value>, at_ms: u64) -> Result<Value, Invalid> {
         let mut event = validate(body)?;
@@ -89,6 +90,13 @@ impl ScalingEvents {
             .collect();
         json!({ "events": events, "last_seq": ring.next_seq, "capacity": MAX_EVENTS })
     }
+}
+
+/// The wall clock in Unix milliseconds (what a browser's `Date` reads).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `after` from a query string such as `after=12`; absent or unreadable is 0 (everything).
