@@ -487,3 +487,73 @@ async fn wait_for(
         tokio::time::sleep(STATE_POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::Targets;
+
+    fn policy() -> Policy {
+        Policy {
+            min: 1,
+            max: 4,
+            max_step: 2,
+            tolerance: 0.1,
+            scale_down_window: Duration::from_secs(10),
+            targets: Targets {
+                rps_per_instance: Some(20.0),
+                latency_ms: Some(100.0),
+                ..Targets::default()
+            },
+        }
+    }
+
+    /// What the balancer's dashboard shows: the winning metric in the reason, each metric
+    /// observed with its target among the figures, and what held a change back.
+    #[test]
+    fn a_reported_event_carries_the_figures_and_the_reason() {
+        let mut controller = Controller::new(policy());
+        let t0 = Instant::now();
+        let busy = Observation {
+            rps_per_instance: Some(80.0),
+            latency_ms: Some(40.0),
+            ..Observation::default()
+        };
+        let up = controller.decide(t0, 1, &busy);
+        let event = super::event("as-test", &up, &busy, &policy());
+        assert_eq!(event["direction"], "up");
+        assert_eq!(
+            (event["current"].as_u64(), event["desired"].as_u64()),
+            (Some(1), Some(3))
+        );
+        assert_eq!(
+            event["reason"],
+            "rps_per_instance at 4.00x its target; held by the max step"
+        );
+        let figures = &event["figures"];
+        assert_eq!(figures["rps_per_instance"], 80.0);
+        assert_eq!(figures["rps_per_instance_target"], 20.0);
+        assert_eq!(figures["latency_ms"], 40.0);
+        assert_eq!(figures["latency_ms_target"], 100.0);
+        assert_eq!(figures["ratio"], 4.0);
+        assert!(figures.get("cpu_per_instance").is_none(), "{figures}");
+
+        let idle = Observation {
+            rps_per_instance: Some(2.0),
+            ..Observation::default()
+        };
+        let held = controller.decide(t0 + Duration::from_secs(1), 3, &idle);
+        let event = super::event("as-test", &held, &idle, &policy());
+        assert_eq!(event["direction"], "none");
+        assert!(
+            event["reason"]
+                .as_str()
+                .unwrap()
+                .ends_with("held by the stabilization window"),
+            "{event}"
+        );
+        let first = Controller::new(policy()).decide(t0, 0, &Observation::default());
+        let event = super::event("as-test", &first, &Observation::default(), &policy());
+        assert_eq!(event["reason"], "nothing observed; brought up to the min");
+    }
+}
