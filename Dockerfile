@@ -3,6 +3,7 @@
 #   docker build --target hits     -t hitscale-hits .
 #   docker build --target balancer -t hitscale-balancer .
 #   docker build --target loadgen  -t hitscale-loadgen .
+#   docker build --target autoscaler -t hitscale-autoscaler . # compose profile `autoscale`
 #   docker build --target tls-init -t hitscale-tls-init .   # docker-compose.https.yml only
 #
 # docker-compose.yml builds the three targets; the Rust compile runs once and is shared.
@@ -51,14 +52,14 @@ ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0 \
     SQLX_OFFLINE=true
 COPY --from=skeleton /skeleton/ ./
-RUN cargo build --release --locked -p hits -p balancer -p loadgen
+RUN cargo build --release --locked -p hits -p balancer -p loadgen -p autoscaler
 COPY . .
 # The stubs compiled above are newer than the real sources copied from the context, so
 # cargo would take them for up to date: make every source newer than the stubs.
 RUN find . -name '*.rs' -not -path './target/*' -exec touch {} + \
- && cargo build --release --locked -p hits -p balancer -p loadgen --bins \
+ && cargo build --release --locked -p hits -p balancer -p loadgen -p autoscaler --bins \
  && mkdir -p /out \
- && cp target/release/hits target/release/balancer target/release/loadgen /out/
+ && cp target/release/hits target/release/balancer target/release/loadgen target/release/autoscaler /out/
 
 # ---------------------------------------------------------------------------------------
 # runtime: Debian slim, no compiler, no shell tools added, an unprivileged user.
@@ -76,6 +77,16 @@ FROM runtime AS loadgen
 COPY --from=builder /out/loadgen /usr/local/bin/loadgen
 ENTRYPOINT ["loadgen"]
 CMD ["--help"]
+
+# ---------------------------------------------------------------------------------------
+# The autoscaler (compose profile `autoscale`): starts hits containers through the Docker
+# socket the compose file mounts; the group that may use the socket is given there
+# (group_add), the image stays unprivileged.
+FROM runtime AS autoscaler
+COPY --from=builder /out/autoscaler /usr/local/bin/autoscaler
+ENV AUTOSCALER_LISTEN=0.0.0.0:9100
+EXPOSE 9100
+ENTRYPOINT ["autoscaler"]
 
 # ---------------------------------------------------------------------------------------
 FROM runtime AS balancer

@@ -13,6 +13,7 @@ use clap::Parser;
 use secrecy::SecretString;
 
 use crate::controller::{Policy, Targets};
+use crate::provider::docker::DockerConfig;
 use crate::provider::local::LocalConfig;
 use crate::scaler::ScalerConfig;
 
@@ -31,9 +32,9 @@ pub const TOKEN_VAR: &str = "BALANCER_ADMIN_TOKEN";
                   --tolerance 0.4545 --max-step 1 --min 1 --max 6"
 )]
 pub struct Opts {
-    /// The balancer's admin API (its `admin.listen`).
+    /// The balancer's admin API (its `admin.listen`); a name is resolved at each call.
     #[arg(long, env = "AUTOSCALER_ADMIN", value_name = "HOST:PORT")]
-    pub admin: SocketAddr,
+    pub admin: String,
     /// A file holding the admin token (instead of BALANCER_ADMIN_TOKEN).
     #[arg(long, env = "AUTOSCALER_ADMIN_TOKEN_FILE", value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
@@ -65,6 +66,14 @@ pub struct Opts {
         value_name = "N"
     )]
     pub target_in_flight_per_instance: Option<f64>,
+    /// Target CPU per instance, in cores (0.5 = half a CPU); the docker provider measures
+    /// it, the local one does not (the metric then never decides).
+    #[arg(long, env = "AUTOSCALER_TARGET_CPU_PER_INSTANCE", value_name = "CORES")]
+    pub target_cpu_per_instance: Option<f64>,
+    /// Target mean latency (time to response head, as the balancer measures it, over the
+    /// rate window), in milliseconds.
+    #[arg(long, env = "AUTOSCALER_TARGET_LATENCY_MS", value_name = "MS")]
+    pub target_latency_ms: Option<f64>,
     /// No change while observed/target is within 1 +- this.
     #[arg(long, env = "AUTOSCALER_TOLERANCE", default_value_t = 0.1)]
     pub tolerance: f64,
@@ -84,6 +93,41 @@ pub struct Opts {
     #[arg(long, env = "AUTOSCALER_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Where instances run: `local` (child processes) or `docker` (containers).
+    #[arg(long, env = "AUTOSCALER_PROVIDER", default_value = "local", value_parser = ["local", "docker"])]
+    pub provider: String,
+    /// The name decisions are reported to the balancer under (its dashboard shows them).
+    #[arg(long, env = "AUTOSCALER_REPORT_AS", default_value = "autoscaler")]
+    pub report_as: String,
+    /// Do not report decisions to the balancer.
+    #[arg(long, env = "AUTOSCALER_NO_REPORT")]
+    pub no_report: bool,
+
+    /// The Docker provider: the Engine API's Unix socket.
+    #[arg(
+        long,
+        env = "AUTOSCALER_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    pub docker_socket: String,
+    /// The Docker provider: the image of the app.
+    #[arg(long, env = "AUTOSCALER_DOCKER_IMAGE", default_value = "hitscale-hits")]
+    pub docker_image: String,
+    /// The Docker provider: the network the containers join (the balancer's).
+    #[arg(
+        long,
+        env = "AUTOSCALER_DOCKER_NETWORK",
+        default_value = "hitscale_default"
+    )]
+    pub docker_network: String,
+    /// The Docker provider: the port the app listens on in its container.
+    #[arg(long, env = "AUTOSCALER_DOCKER_PORT", default_value_t = 8000)]
+    pub docker_port: u16,
+    /// The Docker provider: the owner label's value, so two autoscalers never adopt each
+    /// other's containers.
+    #[arg(long, env = "AUTOSCALER_DOCKER_OWNER", default_value = "autoscaler")]
+    pub docker_owner: String,
+
     /// The `hits` executable the local provider runs.
     #[arg(
         long,
@@ -92,8 +136,8 @@ pub struct Opts {
         value_name = "PATH"
     )]
     pub hits_binary: PathBuf,
-    /// An extra variable for each instance (repeatable); the autoscaler's own environment
-    /// (DATABASE_URL, REDIS_URL, ...) is inherited.
+    /// A variable for each instance (repeatable). Local instances inherit the autoscaler's
+    /// environment (DATABASE_URL, REDIS_URL, ...) too; containers get these only.
     #[arg(long = "instance-env", value_name = "KEY=VALUE")]
     pub instance_env: Vec<String>,
     /// Instance ids are `<prefix>-<start time>-<n>`.
@@ -122,20 +166,41 @@ fn invalid(flag: &str, var: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Where instances run, validated.
+#[derive(Debug)]
+pub enum ProviderConfig {
+    Local(LocalConfig),
+    Docker(DockerConfig),
+}
+
 /// Everything the binary needs, validated.
 #[derive(Debug)]
 pub struct Config {
-    pub admin: SocketAddr,
+    /// `HOST:PORT`.
+    pub admin: String,
     pub token: Option<SecretString>,
     pub listen: SocketAddr,
     pub scaler: ScalerConfig,
-    pub local: LocalConfig,
+    pub provider: ProviderConfig,
 }
 
 impl Config {
     /// Validates `opts`; `token_var` is the value of `BALANCER_ADMIN_TOKEN` (passed in, so
     /// tests never touch the process environment).
     pub fn from_opts(opts: &Opts, token_var: Option<String>) -> Result<Config, ConfigError> {
+        let admin_ok = opts.admin.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !admin_ok {
+            return Err(invalid(
+                "admin",
+                "AUTOSCALER_ADMIN",
+                format!(
+                    "`{}` is not HOST:PORT (e.g. 127.0.0.1:9000 or balancer:9000)",
+                    opts.admin
+                ),
+            ));
+        }
         if opts.min > opts.max {
             return Err(invalid(
                 "max",
@@ -177,12 +242,44 @@ impl Config {
                 "target-in-flight-per-instance",
                 "AUTOSCALER_TARGET_IN_FLIGHT_PER_INSTANCE",
             )?,
+            cpu_per_instance: target(
+                opts.target_cpu_per_instance,
+                "target-cpu-per-instance",
+                "AUTOSCALER_TARGET_CPU_PER_INSTANCE",
+            )?,
+            latency_ms: target(
+                opts.target_latency_ms,
+                "target-latency-ms",
+                "AUTOSCALER_TARGET_LATENCY_MS",
+            )?,
         };
-        if targets.rps_per_instance.is_none() && targets.in_flight_per_instance.is_none() {
+        if targets == Targets::default() {
             return Err(invalid(
                 "target-rps-per-instance",
                 "AUTOSCALER_TARGET_RPS_PER_INSTANCE",
-                "no target: give it, or --target-in-flight-per-instance, or both",
+                "no target: give it, or --target-in-flight-per-instance, \
+                 --target-cpu-per-instance, --target-latency-ms (several: the highest \
+                 recommendation wins)",
+            ));
+        }
+        if opts.provider == "local" && targets.cpu_per_instance.is_some() {
+            return Err(invalid(
+                "target-cpu-per-instance",
+                "AUTOSCALER_TARGET_CPU_PER_INSTANCE",
+                "the local provider does not measure CPU (use --provider docker)",
+            ));
+        }
+        let report_ok = !opts.report_as.is_empty()
+            && opts.report_as.len() <= 64
+            && opts
+                .report_as
+                .chars()
+                .all(|c| c.is_ascii_graphic() || c == ' ');
+        if !report_ok {
+            return Err(invalid(
+                "report-as",
+                "AUTOSCALER_REPORT_AS",
+                "must be 1-64 printable ASCII characters",
             ));
         }
         if !(0.0..1.0).contains(&opts.tolerance) {
@@ -252,13 +349,13 @@ impl Config {
             ));
         }
         let prefix_ok = !opts.instance_prefix.is_empty()
-            && opts.instance_prefix.len() <= 32
+            && opts.instance_prefix.len() <= 64
             && opts.instance_prefix.chars().all(|c| c.is_ascii_graphic());
         if !prefix_ok {
             return Err(invalid(
                 "instance-prefix",
                 "AUTOSCALER_INSTANCE_PREFIX",
-                "must be 1-32 printable ASCII characters without spaces",
+                "must be 1-64 printable ASCII characters without spaces",
             ));
         }
         let mut env = Vec::new();
@@ -299,12 +396,72 @@ impl Config {
             }
             (None, _) => None,
         };
+        let provider = if opts.provider == "docker" {
+            let name_ok = |v: &str| {
+                !v.is_empty()
+                    && v.len() <= 128
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+            };
+            for (flag, var, value) in [
+                (
+                    "docker-image",
+                    "AUTOSCALER_DOCKER_IMAGE",
+                    &opts.docker_image,
+                ),
+                (
+                    "docker-network",
+                    "AUTOSCALER_DOCKER_NETWORK",
+                    &opts.docker_network,
+                ),
+                (
+                    "docker-owner",
+                    "AUTOSCALER_DOCKER_OWNER",
+                    &opts.docker_owner,
+                ),
+            ] {
+                if !name_ok(value) {
+                    return Err(invalid(
+                        flag,
+                        var,
+                        format!("`{value}` must be 1-128 of letters, digits and ._-/:@"),
+                    ));
+                }
+            }
+            if opts.docker_port == 0 {
+                return Err(invalid(
+                    "docker-port",
+                    "AUTOSCALER_DOCKER_PORT",
+                    "must be 1-65535",
+                ));
+            }
+            ProviderConfig::Docker(DockerConfig {
+                socket: opts.docker_socket.clone(),
+                image: opts.docker_image.clone(),
+                network: opts.docker_network.clone(),
+                port: opts.docker_port,
+                env,
+                owner: opts.docker_owner.clone(),
+                id_prefix: opts.instance_prefix.clone(),
+                start_timeout: opts.start_timeout,
+                stop_timeout: opts.stop_timeout,
+            })
+        } else {
+            ProviderConfig::Local(LocalConfig {
+                binary: opts.hits_binary.clone(),
+                env,
+                id_prefix: opts.instance_prefix.clone(),
+                start_timeout: opts.start_timeout,
+                stop_timeout: opts.stop_timeout,
+            })
+        };
         Ok(Config {
-            admin: opts.admin,
+            admin: opts.admin.clone(),
             token,
             listen: opts.listen,
             scaler: ScalerConfig {
                 interval: opts.interval,
+                report_as: (!opts.no_report).then(|| opts.report_as.clone()),
                 rate_window: opts.rate_window,
                 ready_timeout: opts.ready_timeout,
                 drain_timeout: opts.drain_timeout,
@@ -317,13 +474,7 @@ impl Config {
                     targets,
                 },
             },
-            local: LocalConfig {
-                binary: opts.hits_binary.clone(),
-                env,
-                id_prefix: opts.instance_prefix.clone(),
-                start_timeout: opts.start_timeout,
-                stop_timeout: opts.stop_timeout,
-            },
+            provider,
         })
     }
 }
@@ -445,6 +596,65 @@ mod tests {
         .expect_err("refused")
         .to_string();
         assert!(missing.starts_with("--admin-token-file /nonexistent/token: cannot read it"));
+    }
+
+    #[test]
+    fn the_provider_and_the_new_targets_are_checked() {
+        let config = Config::from_opts(
+            &opts(&[
+                "--provider",
+                "docker",
+                "--target-cpu-per-instance",
+                "0.5",
+                "--target-latency-ms",
+                "40",
+                "--docker-network",
+                "e2e_default",
+                "--instance-env",
+                "DATABASE_URL=postgres://h/db",
+            ]),
+            None,
+        )
+        .expect("valid");
+        let ProviderConfig::Docker(docker) = &config.provider else {
+            panic!("docker chosen");
+        };
+        assert_eq!(docker.network, "e2e_default");
+        assert_eq!(
+            docker.env,
+            [("DATABASE_URL".into(), "postgres://h/db".into())]
+        );
+        assert_eq!(config.scaler.policy.targets.latency_ms, Some(40.0));
+        assert_eq!(config.scaler.report_as.as_deref(), Some("autoscaler"));
+        assert!(error(&["--target-cpu-per-instance", "1"]).starts_with(
+            "--target-cpu-per-instance (AUTOSCALER_TARGET_CPU_PER_INSTANCE): the local provider"
+        ));
+        assert!(error(&["--target-latency-ms", "0"]).contains("must be a positive number"));
+        assert!(
+            error(&[
+                "--provider",
+                "docker",
+                "--target-rps-per-instance",
+                "5",
+                "--docker-network",
+                "a b"
+            ])
+            .starts_with("--docker-network (AUTOSCALER_DOCKER_NETWORK)")
+        );
+        let mut bad = opts(&["--target-rps-per-instance", "5"]);
+        bad.admin = "balancer".into();
+        assert!(
+            Config::from_opts(&bad, None)
+                .unwrap_err()
+                .to_string()
+                .starts_with("--admin (AUTOSCALER_ADMIN): `balancer` is not HOST:PORT")
+        );
+        let quiet = Config::from_opts(
+            &opts(&["--target-rps-per-instance", "5", "--no-report"]),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(quiet.scaler.report_as, None);
     }
 
     #[test]

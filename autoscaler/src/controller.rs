@@ -4,8 +4,9 @@
 //!
 //! The rules are the Kubernetes Horizontal Pod Autoscaler's:
 //!
-//! 1. `ratio = observed per instance / target per instance`, the largest over the metrics
-//!    that have a target (requests per second, in flight);
+//! 1. `ratio = observed / target`, the largest over the metrics that have a target
+//!    (per instance: requests per second, in flight, CPU; and the mean latency), so with
+//!    several metrics the highest recommendation wins, as in the HPA;
 //! 2. inside the tolerance band (`|ratio - 1| <= tolerance`) the recommendation is the
 //!    current count, else `ceil(current x ratio)`; clamped to `[min, max]`;
 //! 3. scale-up happens at once; scale-down takes the *highest* recommendation made over the
@@ -26,11 +27,17 @@ const CEIL_EPSILON: f64 = 1e-9;
 /// setting: at one decision per 100 ms this still covers over 16 minutes).
 pub const MAX_HISTORY: usize = 10_000;
 
-/// The per-instance figures the controller aims at; at least one is set.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The figures the controller aims at; at least one is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Targets {
     pub rps_per_instance: Option<f64>,
     pub in_flight_per_instance: Option<f64>,
+    /// CPU per instance, in cores (0.5 = half of one CPU); from the provider.
+    pub cpu_per_instance: Option<f64>,
+    /// The mean time to response head over the rate window, in milliseconds, as the
+    /// balancer measures it. Not per instance: adding instances lowers it only while they
+    /// queue, so pair it with a load metric.
+    pub latency_ms: Option<f64>,
 }
 
 /// The scaling policy, validated by [`crate::config`].
@@ -53,6 +60,32 @@ pub struct Policy {
 pub struct Observation {
     pub rps_per_instance: Option<f64>,
     pub in_flight_per_instance: Option<f64>,
+    pub cpu_per_instance: Option<f64>,
+    pub latency_ms: Option<f64>,
+}
+
+impl Observation {
+    /// Each metric's name, observed figure and target (for logs and reports).
+    pub fn with_targets(&self, targets: &Targets) -> [(&'static str, Option<f64>, Option<f64>); 4] {
+        [
+            (
+                "rps_per_instance",
+                self.rps_per_instance,
+                targets.rps_per_instance,
+            ),
+            (
+                "in_flight_per_instance",
+                self.in_flight_per_instance,
+                targets.in_flight_per_instance,
+            ),
+            (
+                "cpu_per_instance",
+                self.cpu_per_instance,
+                targets.cpu_per_instance,
+            ),
+            ("latency_ms", self.latency_ms, targets.latency_ms),
+        ]
+    }
 }
 
 /// Which way a decision goes.
@@ -79,6 +112,8 @@ pub struct Decision {
     pub current: u32,
     /// The largest observed/target ratio, when something was observed.
     pub ratio: Option<f64>,
+    /// The metric that ratio is of (the one whose recommendation won).
+    pub metric: Option<&'static str>,
     /// Whether the ratio was inside the tolerance band.
     pub within_tolerance: bool,
     /// This round's recommendation: the formula's answer clamped to `[min, max]`.
@@ -111,21 +146,14 @@ impl Controller {
         &self.policy
     }
 
-    /// The largest observed/target ratio over the metrics that have both.
-    pub fn ratio(&self, observation: &Observation) -> Option<f64> {
-        let targets = self.policy.targets;
-        let pairs = [
-            (observation.rps_per_instance, targets.rps_per_instance),
-            (
-                observation.in_flight_per_instance,
-                targets.in_flight_per_instance,
-            ),
-        ];
-        pairs
+    /// The largest observed/target ratio over the metrics that have both, and its metric.
+    pub fn ratio(&self, observation: &Observation) -> Option<(f64, &'static str)> {
+        observation
+            .with_targets(&self.policy.targets)
             .into_iter()
-            .filter_map(|(observed, target)| Some(observed? / target?))
-            .filter(|ratio| ratio.is_finite())
-            .reduce(f64::max)
+            .filter_map(|(name, observed, target)| Some((observed? / target?, name)))
+            .filter(|(ratio, _)| ratio.is_finite())
+            .reduce(|best, next| if next.0 > best.0 { next } else { best })
     }
 
     /// Decides for `current` instances observing `observation` at `now`. Calls must come
@@ -139,7 +167,10 @@ impl Controller {
             scale_down_window,
             ..
         } = self.policy;
-        let ratio = self.ratio(observation);
+        let (ratio, metric) = match self.ratio(observation) {
+            Some((ratio, metric)) => (Some(ratio), Some(metric)),
+            None => (None, None),
+        };
         // The epsilon keeps a band edge such as 110 / 100 (1.1000000000000001) inside it.
         let within_tolerance = ratio.is_none_or(|r| (r - 1.0).abs() <= tolerance + CEIL_EPSILON);
         let raw = match ratio {
@@ -206,6 +237,7 @@ impl Controller {
         Decision {
             current,
             ratio,
+            metric,
             within_tolerance,
             recommendation,
             window_max,
@@ -230,7 +262,7 @@ mod tests {
             scale_down_window: Duration::from_secs(300),
             targets: Targets {
                 rps_per_instance: Some(100.0),
-                in_flight_per_instance: None,
+                ..Targets::default()
             },
         }
     }
@@ -238,7 +270,7 @@ mod tests {
     fn rps(value: f64) -> Observation {
         Observation {
             rps_per_instance: Some(value),
-            in_flight_per_instance: None,
+            ..Observation::default()
         }
     }
 
@@ -361,15 +393,55 @@ mod tests {
             targets: Targets {
                 rps_per_instance: Some(100.0),
                 in_flight_per_instance: Some(10.0),
+                cpu_per_instance: Some(0.5),
+                latency_ms: Some(50.0),
             },
             ..policy()
         });
         let observation = Observation {
             rps_per_instance: Some(50.0),
             in_flight_per_instance: Some(20.0),
+            cpu_per_instance: Some(0.6),
+            latency_ms: Some(40.0),
         };
         let d = c.decide(Instant::now(), 2, &observation);
-        assert_eq!((d.ratio, d.desired), (Some(2.0), 4));
+        assert_eq!(
+            (d.ratio, d.metric, d.desired),
+            (Some(2.0), Some("in_flight_per_instance"), 4)
+        );
+        // CPU over its target by more than the rest (1.2 cores against 0.5): it wins.
+        let d = c.decide(
+            Instant::now(),
+            2,
+            &Observation {
+                cpu_per_instance: Some(1.2),
+                ..observation
+            },
+        );
+        assert_eq!((d.metric, d.desired), (Some("cpu_per_instance"), 5));
+        // Latency alone: 100 ms against 50, twice the instances.
+        let d = c.decide(
+            Instant::now(),
+            2,
+            &Observation {
+                latency_ms: Some(100.0),
+                rps_per_instance: None,
+                in_flight_per_instance: None,
+                cpu_per_instance: None,
+            },
+        );
+        assert_eq!((d.metric, d.desired), (Some("latency_ms"), 4));
+        // A metric without a target is not used, whatever its figure.
+        let mut c = Controller::new(policy());
+        let d = c.decide(
+            Instant::now(),
+            2,
+            &Observation {
+                cpu_per_instance: Some(100.0),
+                ..rps(100.0)
+            },
+        );
+        assert_eq!((d.metric, d.desired), (Some("rps_per_instance"), 2));
     }
 
     /// The seed's rule, "up above 80 % of capacity, down below 30 %", as a configuration:
@@ -383,7 +455,7 @@ mod tests {
             max_step: 1,
             targets: Targets {
                 rps_per_instance: Some(0.55 * capacity),
-                in_flight_per_instance: None,
+                ..Targets::default()
             },
             ..policy()
         });
@@ -410,7 +482,7 @@ mod tests {
                 scale_down_window: Duration::from_millis(window_ms),
                 targets: Targets {
                     rps_per_instance: Some(100.0),
-                    in_flight_per_instance: None,
+                    ..Targets::default()
                 },
             },
         )

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use autoscaler::config::{Config, Opts, TOKEN_VAR};
+use autoscaler::config::{Config, Opts, ProviderConfig, TOKEN_VAR};
 use autoscaler::metrics::{self, Metrics};
+use autoscaler::provider::Provider;
+use autoscaler::provider::docker::DockerProvider;
 use autoscaler::provider::local::LocalProvider;
-use autoscaler::{AdminClient, Scaler};
+use autoscaler::{AdminClient, Scaler, ScalerConfig};
 use clap::Parser;
 use hitscale_signal::Shutdown;
 
@@ -59,17 +61,39 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .list()
         .await
         .context("the balancer's admin API (--admin) must answer at start-up")?;
-    let provider = Arc::new(LocalProvider::new(config.local));
     tracing::info!(policy = ?config.scaler.policy, interval = ?config.scaler.interval, "autoscaler started");
-    let scaler = Scaler::new(config.scaler, provider, admin, metrics);
-    scaler
-        .run(async move {
-            let signal = shutdown.requested().await;
-            tracing::info!("received {signal}");
-        })
-        .await;
+    let stopped = async move {
+        let signal = shutdown.requested().await;
+        tracing::info!("received {signal}");
+    };
+    match config.provider {
+        ProviderConfig::Local(local) => {
+            let provider = LocalProvider::new(local);
+            scale(config.scaler, provider, admin, metrics, stopped).await;
+        }
+        ProviderConfig::Docker(docker) => {
+            let (image, network) = (docker.image.clone(), docker.network.clone());
+            let provider = DockerProvider::connect(docker)
+                .await
+                .context("the Docker provider cannot start")?;
+            tracing::info!(%image, %network, "docker provider ready");
+            scale(config.scaler, provider, admin, metrics, stopped).await;
+        }
+    }
     server.abort();
     Ok(())
+}
+
+async fn scale<P: Provider>(
+    config: ScalerConfig,
+    provider: P,
+    admin: AdminClient,
+    metrics: Arc<Metrics>,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    Scaler::new(config, Arc::new(provider), admin, metrics)
+        .run(stopped)
+        .await;
 }
 
 fn init_tracing() {

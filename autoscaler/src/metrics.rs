@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::controller::Decision;
+use crate::controller::{Decision, Direction, Observation};
 
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// Scrapes served at once; a scraper is one client, a few are plenty.
@@ -51,7 +51,12 @@ pub struct Metrics {
     failures: Family<ActionLabel, Counter>,
     rps_per_instance: Gauge<f64, AtomicU64>,
     in_flight_per_instance: Gauge<f64, AtomicU64>,
+    cpu_per_instance: Gauge<f64, AtomicU64>,
+    latency_ms: Gauge<f64, AtomicU64>,
     ratio: Gauge<f64, AtomicU64>,
+    /// The last decision's time (Unix seconds), and its direction as -1, 0 or 1.
+    last_decision_at: Gauge<f64, AtomicU64>,
+    last_change_at: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -65,7 +70,11 @@ impl Default for Metrics {
             failures: Family::default(),
             rps_per_instance: Gauge::default(),
             in_flight_per_instance: Gauge::default(),
+            cpu_per_instance: Gauge::default(),
+            latency_ms: Gauge::default(),
             ratio: Gauge::default(),
+            last_decision_at: Gauge::default(),
+            last_change_at: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -104,6 +113,26 @@ impl Default for Metrics {
             metrics.in_flight_per_instance.clone(),
         );
         registry.register(
+            "autoscaler_observed_cpu_per_instance",
+            "CPU per instance in service, in cores (0 when the provider does not measure it)",
+            metrics.cpu_per_instance.clone(),
+        );
+        registry.register(
+            "autoscaler_observed_latency_ms",
+            "Mean time to response head over the rate window, as the balancer measures it",
+            metrics.latency_ms.clone(),
+        );
+        registry.register(
+            "autoscaler_last_decision_timestamp_seconds",
+            "When the last decision was made (Unix time)",
+            metrics.last_decision_at.clone(),
+        );
+        registry.register(
+            "autoscaler_last_change_timestamp_seconds",
+            "When the last decision that changed the count was made (Unix time)",
+            metrics.last_change_at.clone(),
+        );
+        registry.register(
             "autoscaler_usage_ratio",
             "Observed over target, the largest over the metrics with a target",
             metrics.ratio.clone(),
@@ -117,7 +146,19 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Records one decision and the figures it was made from.
-    pub fn decided(&self, decision: &Decision, rps: Option<f64>, in_flight: Option<f64>) {
+    pub fn decided(&self, decision: &Decision, observation: &Observation) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_decision_at.set(now);
+        if decision.direction != Direction::None {
+            self.last_change_at.set(now);
+        }
+        self.cpu_per_instance
+            .set(observation.cpu_per_instance.unwrap_or(0.0));
+        self.latency_ms.set(observation.latency_ms.unwrap_or(0.0));
+        let rps = observation.rps_per_instance;
+        let in_flight = observation.in_flight_per_instance;
         self.instances.set(i64::from(decision.current));
         self.desired.set(i64::from(decision.desired));
         self.recommendation.set(i64::from(decision.recommendation));

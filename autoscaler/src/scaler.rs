@@ -37,6 +37,9 @@ pub const MAX_ROUNDS: usize = 100_000;
 #[derive(Debug, Clone)]
 pub struct ScalerConfig {
     pub interval: Duration,
+    /// Report each decision that changes the count (or is held back) to the balancer's
+    /// admin API, which shows it in its dashboard; the name it is reported under.
+    pub report_as: Option<String>,
     pub rate_window: Duration,
     pub ready_timeout: Duration,
     pub drain_timeout: Duration,
@@ -57,6 +60,11 @@ pub struct Round {
     /// Requests per second to all instances in service, over the rate window.
     pub rps: Option<f64>,
     pub ratio: Option<f64>,
+    /// The metric whose recommendation won.
+    pub metric: Option<&'static str>,
+    /// Mean latency (ms) over the rate window, CPU per instance (cores).
+    pub latency_ms: Option<f64>,
+    pub cpu_per_instance: Option<f64>,
 }
 
 /// The autoscaler: owns the instances it started (or found running at start-up).
@@ -71,6 +79,9 @@ pub struct Scaler<P: Provider> {
     metrics: Arc<Metrics>,
     started: Instant,
     rounds: watch::Sender<VecDeque<Round>>,
+    /// What the last report said (direction, limit, desired), so a steady state is
+    /// reported once, not every round.
+    last_reported: Option<(Direction, Option<&'static str>, u32)>,
 }
 
 impl<P: Provider> Scaler<P> {
@@ -90,6 +101,7 @@ impl<P: Provider> Scaler<P> {
             metrics,
             started: Instant::now(),
             rounds: watch::Sender::new(VecDeque::new()),
+            last_reported: None,
         }
     }
 
@@ -164,17 +176,24 @@ impl<P: Provider> Scaler<P> {
             .map(|b| b.in_flight)
             .sum();
         let per = |total: f64| (current > 0).then(|| total / f64::from(current));
+        // CPU only when it is a target: a stats sample costs the engine about a second.
+        let cpu_per_instance = if self.controller.policy().targets.cpu_per_instance.is_some() {
+            let cpu = self.provider.cpu(&self.members).await;
+            // Averaged over the instances measured; none measured is no observation.
+            (!cpu.is_empty()).then(|| cpu.values().sum::<f64>() / cpu.len() as f64)
+        } else {
+            None
+        };
         let observation = Observation {
             rps_per_instance: rps.and_then(per),
             in_flight_per_instance: per(in_flight as f64),
+            cpu_per_instance,
+            latency_ms: self.rates.mean_latency_ms(),
         };
         let decision = self.controller.decide(now, current, &observation);
         log(&decision, &observation, rps);
-        self.metrics.decided(
-            &decision,
-            observation.rps_per_instance,
-            observation.in_flight_per_instance,
-        );
+        self.metrics.decided(&decision, &observation);
+        self.report(&decision, &observation).await;
         match decision.direction {
             Direction::Up => self.add(decision.desired - current).await,
             Direction::Down => {
@@ -193,6 +212,9 @@ impl<P: Provider> Scaler<P> {
             direction: decision.direction,
             rps,
             ratio: decision.ratio,
+            metric: decision.metric,
+            latency_ms: observation.latency_ms,
+            cpu_per_instance: observation.cpu_per_instance,
         };
         self.rounds.send_modify(|rounds| {
             if rounds.len() == MAX_ROUNDS {
@@ -200,6 +222,25 @@ impl<P: Provider> Scaler<P> {
             }
             rounds.push_back(round);
         });
+    }
+
+    /// Reports `decision` to the balancer (its dashboard lists it): every change, and a
+    /// held or steady state once when it begins. A failed report is logged and counted,
+    /// never retried: the decision stands whatever the dashboard shows.
+    async fn report(&mut self, decision: &Decision, observation: &Observation) {
+        let Some(source) = &self.config.report_as else {
+            return;
+        };
+        let key = (decision.direction, decision.limited_by, decision.desired);
+        if decision.direction == Direction::None && self.last_reported == Some(key) {
+            return;
+        }
+        self.last_reported = Some(key);
+        let event = event(source, decision, observation, self.controller.policy());
+        if let Err(error) = self.admin.report(&event).await {
+            tracing::warn!(%error, "cannot report the decision to the balancer");
+            self.metrics.failed("report");
+        }
     }
 
     /// Takes instances that exited by themselves out of the set and out of the balancer.
@@ -272,13 +313,71 @@ fn log(decision: &Decision, observation: &Observation, rps: Option<f64>) {
         recommendation = decision.recommendation,
         window_max = decision.window_max,
         ratio = decision.ratio,
+        metric = decision.metric,
         within_tolerance = decision.within_tolerance,
         limited_by = decision.limited_by,
         rps_total = rps,
         rps_per_instance = observation.rps_per_instance,
         in_flight_per_instance = observation.in_flight_per_instance,
+        cpu_per_instance = observation.cpu_per_instance,
+        latency_ms = observation.latency_ms,
         "decision"
     );
+}
+
+/// The figures to 3 decimals (a report is for people; the log keeps full precision).
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// A decision as the balancer's `POST /api/scaling-events` takes it: the figures behind
+/// it (each metric observed, with its target) and a one-line reason.
+pub fn event(
+    source: &str,
+    decision: &Decision,
+    observation: &Observation,
+    policy: &Policy,
+) -> serde_json::Value {
+    let mut figures = serde_json::Map::new();
+    for (name, observed, target) in observation.with_targets(&policy.targets) {
+        if let Some(observed) = observed {
+            figures.insert(name.into(), round3(observed).into());
+        }
+        if let Some(target) = target {
+            figures.insert(format!("{name}_target"), round3(target).into());
+        }
+    }
+    if let Some(ratio) = decision.ratio {
+        figures.insert("ratio".into(), round3(ratio).into());
+    }
+    figures.insert("recommendation".into(), decision.recommendation.into());
+    figures.insert("window_max".into(), decision.window_max.into());
+    let metric = decision.metric.unwrap_or("no metric");
+    let ratio = decision.ratio.map_or_else(
+        || "nothing observed".to_owned(),
+        |r| format!("{metric} at {:.2}x its target", r),
+    );
+    let reason = match (decision.direction, decision.limited_by) {
+        (_, Some(limit)) => format!("{ratio}; held by the {limit}"),
+        (Direction::Up, None) if decision.ratio.is_none() => {
+            format!("{ratio}; brought up to the min")
+        }
+        (Direction::None, None) if decision.within_tolerance && decision.ratio.is_some() => {
+            format!(
+                "{ratio}, within the tolerance of {:.0} %",
+                policy.tolerance * 100.0
+            )
+        }
+        _ => ratio,
+    };
+    serde_json::json!({
+        "source": source,
+        "direction": decision.direction.as_str(),
+        "current": decision.current,
+        "desired": decision.desired,
+        "reason": reason.chars().take(200).collect::<String>(),
+        "figures": figures,
+    })
 }
 
 /// Starts one instance and waits until the balancer sends it traffic; on any failure,
@@ -386,5 +485,75 @@ async fn wait_for(
             return Err(last);
         }
         tokio::time::sleep(STATE_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::Targets;
+
+    fn policy() -> Policy {
+        Policy {
+            min: 1,
+            max: 4,
+            max_step: 2,
+            tolerance: 0.1,
+            scale_down_window: Duration::from_secs(10),
+            targets: Targets {
+                rps_per_instance: Some(20.0),
+                latency_ms: Some(100.0),
+                ..Targets::default()
+            },
+        }
+    }
+
+    /// What the balancer's dashboard shows: the winning metric in the reason, each metric
+    /// observed with its target among the figures, and what held a change back.
+    #[test]
+    fn a_reported_event_carries_the_figures_and_the_reason() {
+        let mut controller = Controller::new(policy());
+        let t0 = Instant::now();
+        let busy = Observation {
+            rps_per_instance: Some(80.0),
+            latency_ms: Some(40.0),
+            ..Observation::default()
+        };
+        let up = controller.decide(t0, 1, &busy);
+        let event = super::event("as-test", &up, &busy, &policy());
+        assert_eq!(event["direction"], "up");
+        assert_eq!(
+            (event["current"].as_u64(), event["desired"].as_u64()),
+            (Some(1), Some(3))
+        );
+        assert_eq!(
+            event["reason"],
+            "rps_per_instance at 4.00x its target; held by the max step"
+        );
+        let figures = &event["figures"];
+        assert_eq!(figures["rps_per_instance"], 80.0);
+        assert_eq!(figures["rps_per_instance_target"], 20.0);
+        assert_eq!(figures["latency_ms"], 40.0);
+        assert_eq!(figures["latency_ms_target"], 100.0);
+        assert_eq!(figures["ratio"], 4.0);
+        assert!(figures.get("cpu_per_instance").is_none(), "{figures}");
+
+        let idle = Observation {
+            rps_per_instance: Some(2.0),
+            ..Observation::default()
+        };
+        let held = controller.decide(t0 + Duration::from_secs(1), 3, &idle);
+        let event = super::event("as-test", &held, &idle, &policy());
+        assert_eq!(event["direction"], "none");
+        assert!(
+            event["reason"]
+                .as_str()
+                .unwrap()
+                .ends_with("held by the stabilization window"),
+            "{event}"
+        );
+        let first = Controller::new(policy()).decide(t0, 0, &Observation::default());
+        let event = super::event("as-test", &first, &Observation::default(), &policy());
+        assert_eq!(event["reason"], "nothing observed; brought up to the min");
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -27,13 +28,13 @@ const MAX_SAMPLES: usize = 10_000;
 pub enum AdminError {
     #[error("cannot reach the balancer's admin API at {addr}: {source}")]
     Io {
-        addr: SocketAddr,
+        addr: Arc<str>,
         source: std::io::Error,
     },
     #[error("the balancer's admin API at {addr} did not answer within {timeout:?}")]
-    Timeout { addr: SocketAddr, timeout: Duration },
+    Timeout { addr: Arc<str>, timeout: Duration },
     #[error("the balancer's admin API at {addr} sent an unreadable answer")]
-    Garbled { addr: SocketAddr },
+    Garbled { addr: Arc<str> },
     #[error("the balancer's admin API refused {what}: {status} {message}")]
     Refused {
         what: String,
@@ -43,7 +44,7 @@ pub enum AdminError {
 }
 
 /// One backend as the admin API lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendStatus {
     pub address: SocketAddr,
     /// `healthy`, `unhealthy`, `ejected`, `draining` or `drained`.
@@ -51,27 +52,33 @@ pub struct BackendStatus {
     pub in_flight: u64,
     /// Requests sent to it since it joined the set.
     pub requests: u64,
+    /// Latencies to response head measured since it joined: how many, and their sum in
+    /// milliseconds (0 from a balancer that does not report them).
+    pub latency_count: u64,
+    pub latency_sum_ms: f64,
 }
 
 /// The balancer's admin API.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
-    addr: SocketAddr,
+    /// `HOST:PORT`, resolved at each call (a balancer recreated by compose may come back
+    /// on another address under the same name).
+    addr: Arc<str>,
     token: Option<SecretString>,
     timeout: Duration,
 }
 
 impl AdminClient {
-    pub fn new(addr: SocketAddr, token: Option<SecretString>, timeout: Duration) -> Self {
+    pub fn new(addr: impl ToString, token: Option<SecretString>, timeout: Duration) -> Self {
         AdminClient {
-            addr,
+            addr: addr.to_string().into(),
             token,
             timeout,
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Every backend of the set.
@@ -79,7 +86,9 @@ impl AdminClient {
         let answer = self
             .expect_ok("the list", "GET", "/api/backends", None)
             .await?;
-        let garbled = || AdminError::Garbled { addr: self.addr };
+        let garbled = || AdminError::Garbled {
+            addr: self.addr.clone(),
+        };
         let backends = answer["backends"].as_array().ok_or_else(garbled)?;
         backends
             .iter()
@@ -89,6 +98,8 @@ impl AdminClient {
                     state: b["state"].as_str()?.to_owned(),
                     in_flight: b["in_flight"].as_u64()?,
                     requests: b["requests"].as_u64()?,
+                    latency_count: b["latency_count"].as_u64().unwrap_or(0),
+                    latency_sum_ms: b["latency_sum_ms"].as_f64().unwrap_or(0.0),
                 })
             })
             .collect::<Option<Vec<_>>>()
@@ -119,6 +130,32 @@ impl AdminClient {
         self.expect_ok(&format!("draining {address}"), "POST", &path, None)
             .await
             .map(drop)
+    }
+
+    /// Records a scaling decision in the balancer (its dashboard shows it); `event` is
+    /// the body `POST /api/scaling-events` takes.
+    pub async fn report(&self, event: &Value) -> Result<(), AdminError> {
+        self.expect_ok(
+            "a scaling event",
+            "POST",
+            "/api/scaling-events",
+            Some(event),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The scaling events the balancer keeps (its newest 100), oldest first.
+    pub async fn list_events(&self) -> Result<Vec<Value>, AdminError> {
+        let answer = self
+            .expect_ok("the scaling events", "GET", "/api/scaling-events", None)
+            .await?;
+        answer["events"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| AdminError::Garbled {
+                addr: self.addr.clone(),
+            })
     }
 
     /// Takes `address` out of the set. Already gone is fine.
@@ -160,10 +197,13 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), AdminError> {
-        let addr = self.addr;
+        let addr = &self.addr;
         let exchange = async {
-            let io = |source| AdminError::Io { addr, source };
-            let mut stream = TcpStream::connect(addr).await.map_err(io)?;
+            let io = |source| AdminError::Io {
+                addr: addr.clone(),
+                source,
+            };
+            let mut stream = TcpStream::connect(&**addr).await.map_err(io)?;
             let body = body.map(Value::to_string).unwrap_or_default();
             let mut request = format!(
                 "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -184,12 +224,12 @@ impl AdminClient {
                 .read_to_end(&mut answer)
                 .await
                 .map_err(io)?;
-            parse_answer(&answer).ok_or(AdminError::Garbled { addr })
+            parse_answer(&answer).ok_or_else(|| AdminError::Garbled { addr: addr.clone() })
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| AdminError::Timeout {
-                addr,
+                addr: addr.clone(),
                 timeout: self.timeout,
             })?
     }
@@ -210,21 +250,41 @@ fn parse_answer(answer: &[u8]) -> Option<(u16, Value)> {
     Some((status, json))
 }
 
-/// Requests per second to the instances in service, over the last `window`.
+/// Requests per second to the instances in service, over the last `window`, and the mean
+/// latency of those requests over the same window.
 ///
 /// The balancer's counters are per backend and vanish with it, so a plain "sum now minus sum
 /// then" would lose a removed instance's requests and read a scale-down as a drop in load.
-/// Instead each sample adds the members' increments since the previous sample to one running
-/// total, which only grows; the rate is that total's difference over the window. A backend
-/// absent from the previous sample joined since, with its counter at zero, so all of its
-/// count is new; one whose counter went down was removed and added again, and counts from
+/// Instead each sample adds the members' increments since the previous sample to running
+/// totals, which only grow; the rate is the request total's difference over the window (the
+/// mean latency: the latency sum's difference over the latency count's). A backend absent
+/// from the previous sample joined since, with its counters at zero, so all of its count is
+/// new; one whose request counter went down was removed and added again, and counts from
 /// zero too.
 #[derive(Debug)]
 pub struct RateWindow {
     window: Duration,
-    previous: HashMap<SocketAddr, u64>,
-    total: u64,
-    samples: VecDeque<(Instant, u64)>,
+    previous: HashMap<SocketAddr, Totals>,
+    total: Totals,
+    samples: VecDeque<(Instant, Totals)>,
+}
+
+/// Cumulative counters: requests, and latencies measured (count, sum in ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Totals {
+    requests: u64,
+    latency_count: u64,
+    latency_sum_ms: f64,
+}
+
+impl Totals {
+    fn of(backend: &BackendStatus) -> Self {
+        Totals {
+            requests: backend.requests,
+            latency_count: backend.latency_count,
+            latency_sum_ms: backend.latency_sum_ms,
+        }
+    }
 }
 
 impl RateWindow {
@@ -232,7 +292,7 @@ impl RateWindow {
         RateWindow {
             window,
             previous: HashMap::new(),
-            total: 0,
+            total: Totals::default(),
             samples: VecDeque::new(),
         }
     }
@@ -242,15 +302,23 @@ impl RateWindow {
     /// the window: its start).
     pub fn push(&mut self, now: Instant, backends: &[BackendStatus], members: &[SocketAddr]) {
         for backend in backends.iter().filter(|b| members.contains(&b.address)) {
+            let now = Totals::of(backend);
             let before = self
                 .previous
                 .get(&backend.address)
                 .copied()
-                .filter(|&before| before <= backend.requests)
-                .unwrap_or(0);
-            self.total += backend.requests - before;
+                .filter(|before| {
+                    before.requests <= now.requests && before.latency_count <= now.latency_count
+                })
+                .unwrap_or_default();
+            self.total.requests += now.requests - before.requests;
+            self.total.latency_count += now.latency_count - before.latency_count;
+            self.total.latency_sum_ms += (now.latency_sum_ms - before.latency_sum_ms).max(0.0);
         }
-        self.previous = backends.iter().map(|b| (b.address, b.requests)).collect();
+        self.previous = backends
+            .iter()
+            .map(|b| (b.address, Totals::of(b)))
+            .collect();
         self.samples.push_back((now, self.total));
         while self.samples.len() > 2
             && (self.samples.len() > MAX_SAMPLES
@@ -265,7 +333,15 @@ impl RateWindow {
         let (first_at, first) = self.samples.front()?;
         let (last_at, last) = self.samples.back()?;
         let span = last_at.saturating_duration_since(*first_at).as_secs_f64();
-        (span > 0.0).then(|| (last - first) as f64 / span)
+        (span > 0.0).then(|| (last.requests - first.requests) as f64 / span)
+    }
+
+    /// The mean latency (ms) of the requests measured over the window; `None` when none was.
+    pub fn mean_latency_ms(&self) -> Option<f64> {
+        let (_, first) = self.samples.front()?;
+        let (_, last) = self.samples.back()?;
+        let count = last.latency_count - first.latency_count;
+        (count > 0).then(|| (last.latency_sum_ms - first.latency_sum_ms) / count as f64)
     }
 }
 
@@ -279,6 +355,8 @@ mod tests {
             state: "healthy".into(),
             in_flight: 0,
             requests,
+            latency_count: requests,
+            latency_sum_ms: requests as f64 * 2.0,
         }
     }
 
@@ -354,6 +432,40 @@ mod tests {
         // The window's start and what follows: 4 steps of 250 ms, 4000 requests.
         assert_eq!(w.samples.len(), 5);
         assert_eq!(w.rate(), Some(4000.0));
+    }
+
+    #[test]
+    fn mean_latency_is_over_the_window_and_the_members() {
+        let mut w = RateWindow::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |requests, count, sum| BackendStatus {
+            latency_count: count,
+            latency_sum_ms: sum,
+            ..status(1, requests)
+        };
+        let other = |sum| BackendStatus {
+            latency_count: 1,
+            latency_sum_ms: sum,
+            ..status(2, 1)
+        };
+        assert_eq!(w.mean_latency_ms(), None);
+        w.push(t0, &[at(10, 10, 1000.0), other(1.0)], &[addr(1)]);
+        assert_eq!(w.mean_latency_ms(), None, "one sample");
+        // 10 more requests measured, 300 ms more in all: 30 ms each. The non-member's
+        // slow requests do not count.
+        w.push(
+            t0 + Duration::from_secs(1),
+            &[at(20, 20, 1300.0), other(90_000.0)],
+            &[addr(1)],
+        );
+        assert_eq!(w.mean_latency_ms(), Some(30.0));
+        // No request measured since: the mean stays that of the window.
+        w.push(
+            t0 + Duration::from_secs(2),
+            &[at(20, 20, 1300.0)],
+            &[addr(1)],
+        );
+        assert_eq!(w.mean_latency_ms(), Some(30.0));
     }
 
     #[test]

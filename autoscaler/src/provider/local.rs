@@ -117,7 +117,7 @@ impl LocalProvider {
         let errors = Arc::new(Mutex::new(VecDeque::new()));
         let kept = errors.clone();
         let stderr_id = id.clone();
-        tokio::spawn(async move {
+        let stderr_task = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 tracing::warn!(instance = %stderr_id, "{line}");
@@ -149,6 +149,9 @@ impl LocalProvider {
             failed => {
                 let _ = child.start_kill();
                 let status = child.wait().await.ok();
+                // The child is gone: its stderr reaches EOF once the reader has every line
+                // (without this wait the message could miss the very line that says why).
+                let _ = tokio::time::timeout(Duration::from_secs(2), stderr_task).await;
                 let stderr = errors
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -5,8 +5,10 @@
 //! never touches the balancer (the scaler adds and drains, so the order "healthy before
 //! traffic, drained before stopped" is enforced in one place).
 
+pub mod docker;
 pub mod local;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 
@@ -41,4 +43,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The instances running now; one that exited by itself is no longer listed.
     fn list(&self) -> impl Future<Output = Result<Vec<Instance>, ProviderError>> + Send;
+
+    /// CPU used by each of `instances`, in cores (1.0 = one CPU fully busy), for those the
+    /// provider can measure; a provider without the figure returns none (the local one:
+    /// the CPU metric then has no observation and does not take part in decisions).
+    fn cpu(&self, instances: &[Instance]) -> impl Future<Output = HashMap<String, f64>> + Send {
+        let _ = instances;
+        async { HashMap::new() }
+    }
 }

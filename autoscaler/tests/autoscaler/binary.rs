@@ -53,58 +53,22 @@ async fn the_binary_scales_to_the_min_and_retires_its_instances_on_sigterm() {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use autoscaler::AdminClient;
+    use crate::harness::{Backing, TestBalancer};
     use autoscaler::provider::Provider;
-    use autoscaler::provider::local::{LocalConfig, LocalProvider};
-    use balancer::Balancer;
-    use balancer::config::{BackendSpec, Config as BalancerConfig};
-    use secrecy::SecretString;
-    use testkit::{Postgres, Redis};
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
     const TOKEN: &str = "autoscaler-binary-token-0123456789";
     const GUARD: Duration = Duration::from_secs(60);
-    let hits = crate::scaling::hits_binary();
-    let database_url = Postgres::shared().create_database();
-    let redis = Redis::start();
-    let env = vec![
-        ("DATABASE_URL".to_owned(), database_url.clone()),
-        ("REDIS_URL".to_owned(), redis.url()),
-        ("DATABASE_POOL_SIZE".to_owned(), "4".to_owned()),
-    ];
+    let hits = crate::harness::hits_binary();
+    let backing = Backing::start(&[]);
+    let env = backing.env.clone();
     // The balancer's one required backend: a seed the test runs, which the autoscaler
     // must neither count nor touch.
-    let seeds = Arc::new(LocalProvider::new(LocalConfig {
-        binary: hits.clone(),
-        env: env.clone(),
-        id_prefix: "seed".into(),
-        start_timeout: Duration::from_secs(30),
-        stop_timeout: Duration::from_secs(10),
-    }));
+    let seeds = Arc::new(backing.provider("seed"));
     let seed = seeds.start().await.expect("the seed starts");
-    let mut config = BalancerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        backends: vec![BackendSpec {
-            host: "127.0.0.1".into(),
-            port: seed.address.port(),
-            weight: 1,
-        }],
-        ..BalancerConfig::default()
-    };
-    config.health.path = Some("/readyz".into());
-    config.health.interval = Duration::from_millis(100);
-    config.health.timeout = Duration::from_secs(2);
-    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin.token = Some(balancer::admin::auth::AdminToken::from_text(TOKEN));
-    config.validate().expect("valid balancer config");
-    let balancer = Balancer::build(config).await.expect("the balancer starts");
-    let admin_addr = balancer.admin_addr().expect("admin listener");
-    let balancer_task = tokio::spawn(balancer.run_until_stopped(std::future::pending()));
-    let admin = AdminClient::new(
-        admin_addr,
-        Some(SecretString::from(TOKEN)),
-        Duration::from_secs(5),
-    );
+    let balancer = TestBalancer::start(seed.address, TOKEN).await;
+    let admin_addr = balancer.admin_addr;
+    let admin = balancer.admin();
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autoscaler"))
         .args([
@@ -230,5 +194,5 @@ async fn the_binary_scales_to_the_min_and_retires_its_instances_on_sigterm() {
         .map(|b| b.address)
         .collect();
     assert_eq!(left, vec![seed.address], "only the seed is left");
-    balancer_task.abort();
+    balancer.stop().await;
 }

@@ -3,6 +3,7 @@
 //! listener), under loadgen's open-model rate ramps.
 
 mod binary;
+mod harness;
 mod plot;
 mod provider;
 mod recovery;

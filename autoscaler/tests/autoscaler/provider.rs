@@ -37,7 +37,7 @@ async fn a_missing_binary_says_how_to_build_it() {
 async fn an_instance_that_exits_before_serving_is_reported_with_its_stderr() {
     // A bad DATABASE_URL: hits refuses its configuration and exits 2 at once.
     let local = provider(
-        crate::scaling::hits_binary(),
+        crate::harness::hits_binary(),
         &[
             ("DATABASE_URL", "mysql://nope"),
             ("REDIS_URL", "redis://127.0.0.1:1"),

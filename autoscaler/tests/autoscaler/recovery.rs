@@ -7,58 +7,25 @@ use std::time::Duration;
 use autoscaler::controller::{Policy, Targets};
 use autoscaler::metrics::Metrics;
 use autoscaler::provider::Provider;
-use autoscaler::provider::local::{LocalConfig, LocalProvider};
-use autoscaler::{AdminClient, Scaler, ScalerConfig};
-use balancer::Balancer;
-use balancer::config::{BackendSpec, Config as BalancerConfig};
-use secrecy::SecretString;
-use testkit::{Postgres, Redis};
+use autoscaler::{Scaler, ScalerConfig};
+
+use crate::harness::{Backing, TestBalancer};
 
 const TOKEN: &str = "autoscaler-recovery-token-0123456789";
 const GUARD: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_instance_is_removed_and_replaced() {
-    let database_url = Postgres::shared().create_database();
-    let redis = Redis::start();
-    let provider = Arc::new(LocalProvider::new(LocalConfig {
-        binary: crate::scaling::hits_binary(),
-        env: vec![
-            ("DATABASE_URL".into(), database_url),
-            ("REDIS_URL".into(), redis.url()),
-            ("DATABASE_POOL_SIZE".into(), "4".into()),
-        ],
-        id_prefix: "recovery".into(),
-        start_timeout: Duration::from_secs(30),
-        stop_timeout: Duration::from_secs(10),
-    }));
+    let backing = Backing::start(&[]);
+    let provider = Arc::new(backing.provider("recovery"));
     let first = provider.start().await.expect("the first instance starts");
-    let mut config = BalancerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        backends: vec![BackendSpec {
-            host: "127.0.0.1".into(),
-            port: first.address.port(),
-            weight: 1,
-        }],
-        ..BalancerConfig::default()
-    };
-    config.health.path = Some("/readyz".into());
-    config.health.interval = Duration::from_millis(100);
-    config.health.timeout = Duration::from_secs(2);
-    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin.token = Some(balancer::admin::auth::AdminToken::from_text(TOKEN));
-    config.validate().expect("valid balancer config");
-    let balancer = Balancer::build(config).await.expect("the balancer starts");
-    let admin = AdminClient::new(
-        balancer.admin_addr().expect("admin listener"),
-        Some(SecretString::from(TOKEN)),
-        Duration::from_secs(5),
-    );
-    let balancer_task = tokio::spawn(balancer.run_until_stopped(std::future::pending()));
+    let balancer = TestBalancer::start(first.address, TOKEN).await;
+    let admin = balancer.admin();
 
     let scaler = Scaler::new(
         ScalerConfig {
             interval: Duration::from_millis(200),
+            report_as: None,
             rate_window: Duration::from_secs(1),
             ready_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
@@ -70,7 +37,7 @@ async fn a_dead_instance_is_removed_and_replaced() {
                 scale_down_window: Duration::from_secs(2),
                 targets: Targets {
                     rps_per_instance: Some(1000.0),
-                    in_flight_per_instance: None,
+                    ..Targets::default()
                 },
             },
         },
@@ -132,5 +99,5 @@ async fn a_dead_instance_is_removed_and_replaced() {
         .expect("hang guard: the scaler stops")
         .expect("the scaler task");
     assert!(provider.list().await.expect("list").is_empty());
-    balancer_task.abort();
+    balancer.stop().await;
 }

@@ -10,22 +10,17 @@
 //! `target/autoscaler-scaling.svg` (the README shows a copy, `docs/autoscaler.svg`).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use autoscaler::controller::{Direction, Policy, Targets};
 use autoscaler::metrics::Metrics;
 use autoscaler::provider::Provider;
-use autoscaler::provider::local::{LocalConfig, LocalProvider};
-use autoscaler::{AdminClient, Round, Scaler, ScalerConfig};
-use balancer::Balancer;
-use balancer::config::{BackendSpec, Config as BalancerConfig};
+use autoscaler::{Round, Scaler, ScalerConfig};
 use clap::Parser;
-use secrecy::SecretString;
-use testkit::{Postgres, Redis};
 use tokio::sync::{oneshot, watch};
 
+use crate::harness::{Backing, TestBalancer};
 use crate::plot::{Phase, svg};
 
 const TOKEN: &str = "autoscaler-test-token-0123456789";
@@ -37,23 +32,6 @@ const RATE_WINDOW: Duration = Duration::from_secs(2);
 const TOLERANCE: f64 = 0.2;
 /// A hang guard for each wait on the scaler, far above what a phase takes.
 const PHASE_GUARD: Duration = Duration::from_secs(60);
-
-/// The `hits` executable beside this test's own directory (`target/<profile>/hits`):
-/// `cargo test --workspace` builds it; `cargo test -p autoscaler` alone does not.
-pub fn hits_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>");
-    let hits = profile_dir.join("hits");
-    assert!(
-        hits.is_file(),
-        "{} is missing: build it first with `cargo build -p hits` (or run `cargo test --workspace`)",
-        hits.display()
-    );
-    hits
-}
 
 /// Runs loadgen's open model with `args` against `url` and returns its report.
 async fn load(url: &str, args: &[&str]) -> loadgen::Report {
@@ -88,59 +66,24 @@ fn now(rounds: &watch::Receiver<VecDeque<Round>>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_follow_the_load_without_a_failed_request() {
-    let hits = hits_binary();
-    let database_url = Postgres::shared().create_database();
-    let redis = Redis::start();
-    let provider = Arc::new(LocalProvider::new(LocalConfig {
-        binary: hits,
-        env: [
-            ("DATABASE_URL", database_url.as_str()),
-            ("REDIS_URL", redis.url().as_str()),
-            ("DATABASE_POOL_SIZE", "4"),
-            ("WRITE_CONCURRENCY", "2"),
-            ("DATABASE_STARTUP_TIMEOUT_SECS", "20"),
-            ("SHUTDOWN_GRACE_SECS", "5"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect(),
-        id_prefix: "scaling".into(),
-        start_timeout: Duration::from_secs(30),
-        stop_timeout: Duration::from_secs(10),
-    }));
+    let backing = Backing::start(&[
+        ("WRITE_CONCURRENCY", "2"),
+        ("DATABASE_STARTUP_TIMEOUT_SECS", "20"),
+        ("SHUTDOWN_GRACE_SECS", "5"),
+    ]);
+    let provider = Arc::new(backing.provider("scaling"));
 
     // The balancer needs one backend to start: the first instance, which the scaler
     // then adopts (it is the provider's).
     let first = provider.start().await.expect("the first instance starts");
-    let mut config = BalancerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        backends: vec![BackendSpec {
-            host: "127.0.0.1".into(),
-            port: first.address.port(),
-            weight: 1,
-        }],
-        ..BalancerConfig::default()
-    };
-    config.health.path = Some("/readyz".into());
-    config.health.interval = Duration::from_millis(100);
-    config.health.timeout = Duration::from_secs(2);
-    config.health.wait_for_first_pass = true;
-    config.timeouts.shutdown_grace = Duration::from_secs(5);
-    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.admin.token = Some(balancer::admin::auth::AdminToken::from_text(TOKEN));
-    config.validate().expect("valid balancer config");
-    let balancer = Balancer::build(config).await.expect("the balancer starts");
-    let url = format!("http://{}/", balancer.local_addr().unwrap());
-    let admin_addr = balancer.admin_addr().expect("admin listener");
-    let (stop_balancer, balancer_stopped) = oneshot::channel::<()>();
-    let balancer_task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = balancer_stopped.await;
-    }));
+    let balancer = TestBalancer::start(first.address, TOKEN).await;
+    let url = balancer.url.clone();
 
     let metrics = Arc::new(Metrics::default());
     let scaler = Scaler::new(
         ScalerConfig {
             interval: Duration::from_millis(200),
+            report_as: Some("autoscaler-test".into()),
             // Two seconds, and a 20 % band: a scheduling stall on a busy machine makes
             // loadgen's open model send the late requests in a burst, which a shorter
             // window would read as a load change.
@@ -155,16 +98,12 @@ async fn instances_follow_the_load_without_a_failed_request() {
                 scale_down_window: WINDOW,
                 targets: Targets {
                     rps_per_instance: Some(TARGET_RPS),
-                    in_flight_per_instance: None,
+                    ..Targets::default()
                 },
             },
         },
         provider.clone(),
-        AdminClient::new(
-            admin_addr,
-            Some(SecretString::from(TOKEN)),
-            Duration::from_secs(5),
-        ),
+        balancer.admin(),
         metrics.clone(),
     );
     let mut rounds = scaler.rounds();
@@ -269,8 +208,12 @@ async fn instances_follow_the_load_without_a_failed_request() {
         provider.list().await.expect("list").is_empty(),
         "the scaler stopped every instance it ran"
     );
-    let _ = stop_balancer.send(());
-    let _ = tokio::time::timeout(PHASE_GUARD, balancer_task).await;
+    let events = balancer
+        .admin()
+        .list_events()
+        .await
+        .expect("the balancer lists the scaling events");
+    balancer.stop().await;
 
     let all: Vec<Round> = rounds.borrow().iter().cloned().collect();
     let requests: u64 = reports.iter().map(|r| r.requests).sum();
@@ -292,7 +235,7 @@ async fn instances_follow_the_load_without_a_failed_request() {
             TOLERANCE * 100.0
         ),
     );
-    let out = hits_binary()
+    let out = crate::harness::hits_binary()
         .parent()
         .and_then(|p| p.parent())
         .expect("target/")
@@ -330,5 +273,37 @@ async fn instances_follow_the_load_without_a_failed_request() {
         rendered.contains("autoscaler_decisions_total{direction=\"up\"}")
             && rendered.contains("autoscaler_decisions_total{direction=\"down\"}"),
         "decisions are on /metrics: {rendered}"
+    );
+    // Every change was reported to the balancer (its dashboard lists them), with the
+    // figures behind it; the ring keeps the newest 100, far more than this run makes.
+    let reported = |direction: &str| {
+        events
+            .iter()
+            .filter(|e| e["direction"] == direction)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(reported("up").len(), ups, "{events:#?}");
+    assert_eq!(reported("down").len(), downs, "{events:#?}");
+    for event in reported("up").into_iter().chain(reported("down")) {
+        assert_eq!(event["source"], "autoscaler-test", "{event}");
+        assert_ne!(event["current"], event["desired"], "{event}");
+        assert!(event["figures"]["rps_per_instance"].is_number(), "{event}");
+        assert_eq!(
+            event["figures"]["rps_per_instance_target"], TARGET_RPS,
+            "{event}"
+        );
+        assert!(
+            event["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("rps_per_instance at")),
+            "{event}"
+        );
+    }
+    // A scale-down held by the window was reported once when the hold began.
+    assert!(
+        events.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("stabilization window"))),
+        "{events:#?}"
     );
 }

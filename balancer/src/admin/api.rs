@@ -4,12 +4,14 @@
 //!
 //! | call | effect |
 //! |---|---|
-//! | `GET /api/backends` | every backend with its state and counters |
+//! | `GET /api/backends` | every backend with its state and counters (requests, and the count and sum of the latencies to response head, cumulative) |
 //! | `POST /api/backends` `{"address":"IP:PORT","weight":N}` | adds one (kept across DNS re-resolution) |
 //! | `DELETE /api/backends/{address}` | removes one; its in-flight requests finish |
 //! | `PUT /api/backends/{address}/weight` `{"weight":N}` | sets its weight (1-1000) |
 //! | `POST /api/backends/{address}/drain` | no new requests nor sticky sessions |
 //! | `POST /api/backends/{address}/resume` | takes requests again |
+//! | `GET /api/scaling-events[?after=N]` | an autoscaler's recent decisions ([`super::scaling`]) |
+//! | `POST /api/scaling-events` `{"source","direction","current","desired","reason","figures"}` | records one |
 //! | `GET /metrics` | Prometheus text exposition ([`crate::metrics`]) |
 
 use std::borrow::Cow;
@@ -144,6 +146,31 @@ async fn route(
     if path == "/metrics" {
         return Err(not_allowed("GET"));
     }
+    if path == "/api/scaling-events" {
+        return match *method {
+            Method::GET => Ok((
+                StatusCode::OK,
+                state
+                    .scaling
+                    .list(super::scaling::after_of(request.uri().query())),
+            )),
+            Method::POST => {
+                let body = read_json_within(request, super::scaling::MAX_EVENT_BYTES).await?;
+                state
+                    .scaling
+                    .record(&body, super::scaling::unix_millis())
+                    .map(|event| (StatusCode::CREATED, event))
+                    .map_err(|invalid| {
+                        refuse(
+                            StatusCode::BAD_REQUEST,
+                            invalid.message,
+                            Some(invalid.field),
+                        )
+                    })
+            }
+            _ => Err(not_allowed("GET or POST")),
+        };
+    }
     let Some(rest) = path.strip_prefix("/api/backends") else {
         return Err(refuse(StatusCode::NOT_FOUND, "no such endpoint", None));
     };
@@ -204,7 +231,15 @@ fn parse_address(segment: &str) -> Result<SocketAddr, Refusal> {
 
 /// The request body as a JSON object, read within the size and time caps.
 async fn read_json(request: Request<Incoming>) -> Result<serde_json::Map<String, Value>, Refusal> {
-    let body = Limited::new(request.into_body(), MAX_BODY_BYTES);
+    read_json_within(request, MAX_BODY_BYTES).await
+}
+
+/// [`read_json`] with a body cap of `limit` bytes.
+async fn read_json_within(
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<serde_json::Map<String, Value>, Refusal> {
+    let body = Limited::new(request.into_body(), limit);
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
         Err(_) => {
             return Err(refuse(
@@ -216,7 +251,7 @@ async fn read_json(request: Request<Incoming>) -> Result<serde_json::Map<String,
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
             return Err(refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over {MAX_BODY_BYTES} bytes"),
+                format!("request body over {limit} bytes"),
                 None,
             ));
         }
@@ -316,6 +351,10 @@ pub(super) fn state_of(backend: &Backend, now: u64) -> (&'static str, Option<&'s
 
 fn describe(backend: &Backend, now: u64) -> Value {
     let (state, reason) = state_of(backend, now);
+    // Cumulative, like `requests`: a reader takes differences over its own window (the
+    // autoscaler's latency signal), so no window is imposed here.
+    let (buckets, latency_sum_nanos) = backend.stats.latency();
+    let latency_count: u64 = buckets.iter().sum();
     json!({
         "address": backend.addr.to_string(),
         "origin": &*backend.origin,
@@ -325,6 +364,8 @@ fn describe(backend: &Backend, now: u64) -> Value {
         "in_flight": backend.in_flight(),
         "requests": backend.requests(),
         "failures": backend.failures(),
+        "latency_count": latency_count,
+        "latency_sum_ms": latency_sum_nanos as f64 / 1e6,
         "added_by_api": backend.added_by_api,
     })
 }

@@ -59,6 +59,7 @@ pub fn serves(path: &str) -> bool {
         "/" | "/login"
             | "/logout"
             | "/events"
+            | "/dashboard/scaling-events"
             | "/favicon.ico"
             | "/dashboard/app.js"
             | "/dashboard/style.css"
@@ -103,6 +104,24 @@ pub async fn handle(
                 events(state)
             } else {
                 tracing::info!(%peer, "dashboard events refused: no session");
+                whole(
+                    StatusCode::UNAUTHORIZED,
+                    "log in first\n",
+                    Some("text/plain"),
+                )
+            }
+        }
+        // The scaling events read-only, for the page's script (which has the cookie, not
+        // the token).
+        "/dashboard/scaling-events" if readable => {
+            if allowed(state, &request) {
+                let after = super::scaling::after_of(request.uri().query());
+                whole(
+                    StatusCode::OK,
+                    state.scaling.list(after).to_string(),
+                    Some("application/json"),
+                )
+            } else {
                 whole(
                     StatusCode::UNAUTHORIZED,
                     "log in first\n",

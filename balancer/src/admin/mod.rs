@@ -1,7 +1,8 @@
 //! The admin listener: a second, separate socket serving the JSON API ([`api`]) that lists
 //! backends and drains, resumes, reweights, adds and removes them at run time, the
 //! Prometheus metrics (`GET /metrics`, [`crate::metrics`]), and the live dashboard
-//! ([`dashboard`], `GET /`, fed by one [`sampler`] task). It is off
+//! ([`dashboard`], `GET /`, fed by one [`sampler`] task) with the scaling events an
+//! autoscaler reports ([`scaling`]). It is off
 //! unless `admin.listen` is set, never shares the public listener, and answers only
 //! requests carrying the bearer token ([`auth`]), or, on the dashboard's read-only routes,
 //! the session cookie its token form sets; without a token it may only listen on
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod client;
 pub mod dashboard;
 pub mod sampler;
+pub mod scaling;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -65,6 +67,8 @@ pub struct AdminState {
     feed: sampler::Feed,
     /// Open dashboard event streams, at most [`dashboard::MAX_EVENT_STREAMS`].
     event_streams: Arc<Semaphore>,
+    /// What autoscalers reported (bounded ring), for the dashboard.
+    pub scaling: scaling::ScalingEvents,
 }
 
 /// The bound admin listener, ready to serve.
@@ -114,6 +118,7 @@ impl AdminServer {
                 verifier,
                 feed,
                 event_streams: Arc::new(Semaphore::new(dashboard::MAX_EVENT_STREAMS)),
+                scaling: scaling::ScalingEvents::default(),
             }),
             sampler,
         })

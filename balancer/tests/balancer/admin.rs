@@ -610,3 +610,106 @@ async fn a_drained_backend_takes_no_new_sticky_session_and_gets_its_own_back_on_
     );
     assert_eq!(with_cookie().await.instance(), owner);
 }
+
+/// Scaling events: only with the token; validated (a refusal names the field and keeps
+/// nothing); the body is capped; the ring keeps the newest; the time is the balancer's;
+/// `after` returns only newer ones; the dashboard's read-only route serves the same list.
+#[tokio::test]
+async fn scaling_events_are_recorded_bounded_and_validated() {
+    use balancer::admin::scaling::{MAX_EVENT_BYTES, MAX_EVENTS};
+    let a = spawn_backend("a").await;
+    let running = Running::builder(config(&[&a]))
+        .admin(Some(TOKEN))
+        .start()
+        .await;
+    let event = |n: u64| {
+        json!({"source": "autoscaler", "direction": "up", "current": n, "desired": n + 1,
+               "reason": "rps 150.0 per instance over target 100", "figures": {"rps_per_instance": 150.0, "ratio": 1.5}})
+    };
+    let path = "/api/scaling-events";
+    // The list carries cumulative latency figures (the autoscaler's latency signal).
+    for _ in 0..3 {
+        get(running.addr, "/").await;
+    }
+    let entry = listed(running.admin(), Some(TOKEN), a.addr).await.unwrap();
+    assert_eq!(entry["latency_count"], 3, "{entry}");
+    assert!(entry["latency_sum_ms"].as_f64().unwrap() > 0.0, "{entry}");
+    for token in [None, Some("wrong-token-0123456789")] {
+        let (status, _) = call(running.admin(), "POST", path, token, Some(event(1))).await;
+        assert_eq!(status, 401);
+        let (status, _) = call(running.admin(), "GET", path, token, None).await;
+        assert_eq!(status, 401);
+    }
+    let before = balancer::admin::scaling::unix_millis();
+    let (status, stored) = call(running.admin(), "POST", path, Some(TOKEN), Some(event(1))).await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(
+        (stored["seq"].as_u64(), stored["desired"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let at = stored["at_ms"].as_u64().unwrap();
+    assert!(
+        at >= before && at <= balancer::admin::scaling::unix_millis(),
+        "stamped with the balancer's wall clock: {stored}"
+    );
+
+    // Refused: a bad field, named; too large a body.
+    let mut bad = event(1);
+    bad["direction"] = json!("sideways");
+    let (status, body) = call(running.admin(), "POST", path, Some(TOKEN), Some(bad)).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("direction")),
+        "{body}"
+    );
+    let mut big = event(1);
+    big["reason"] = json!("x".repeat(MAX_EVENT_BYTES));
+    let (status, body) = call(running.admin(), "POST", path, Some(TOKEN), Some(big)).await;
+    assert_eq!(status, 413, "{body}");
+    let (_, listed) = call(running.admin(), "GET", path, Some(TOKEN), None).await;
+    assert_eq!(listed["events"].as_array().unwrap().len(), 1, "{listed}");
+
+    // The ring keeps the newest MAX_EVENTS.
+    for n in 2..=(MAX_EVENTS as u64 + 5) {
+        let (status, _) = call(running.admin(), "POST", path, Some(TOKEN), Some(event(n))).await;
+        assert_eq!(status, 201);
+    }
+    let (_, listed) = call(running.admin(), "GET", path, Some(TOKEN), None).await;
+    let events = listed["events"].as_array().unwrap();
+    assert_eq!(events.len(), MAX_EVENTS);
+    assert_eq!(events[0]["current"], 6, "the 5 oldest left");
+    assert_eq!(events[MAX_EVENTS - 1]["seq"], MAX_EVENTS as u64 + 5);
+    let (_, newer) = call(
+        running.admin(),
+        "GET",
+        &format!("{path}?after={}", MAX_EVENTS + 3),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(newer["events"].as_array().unwrap().len(), 2, "{newer}");
+
+    // The dashboard's route: the same list, refused without a session or token.
+    let (status, dashboard) = call(
+        running.admin(),
+        "GET",
+        "/dashboard/scaling-events?after=104",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        dashboard["events"].as_array().unwrap().len(),
+        1,
+        "{dashboard}"
+    );
+    let answer = send(
+        running.admin(),
+        Request::get("/dashboard/scaling-events")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+}

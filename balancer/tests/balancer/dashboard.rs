@@ -3,7 +3,8 @@
 //! routes only), the event stream and its cap. And the page itself in a real browser:
 //! Debian's `chromium`, headless, driven over the DevTools protocol on a pipe, logs in
 //! through the form while traffic flows, sees the figures move, sees a backend stopped
-//! mid-test turn unhealthy, and writes the README's screenshot (`docs/dashboard.png`).
+//! mid-test turn unhealthy, shows a reported scaling decision, and writes the README's
+//! screenshot (`docs/dashboard.png`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -402,6 +403,36 @@ async fn the_page_in_chromium_shows_live_figures_and_a_stopped_backend_turning_u
             "four more chart points with traffic on the two live backends",
         )
         .await;
+
+    // A scaling decision reported through the API shows up in the page's table.
+    let event = json!({"source": "autoscaler", "direction": "up", "current": 2, "desired": 3,
+        "reason": "rps per instance 150 over target 100",
+        "figures": {"rps_per_instance": 150.0, "ratio": 1.5}});
+    let posted = send(
+        running.admin(),
+        Request::post("/api/scaling-events")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::from(event.to_string())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    let shown = browser
+        .wait_for(
+            &tab,
+            "(() => { const r = document.querySelector('#scaling-events tr[data-seq]'); \
+             return r && r.dataset.direction === 'up' && r.dataset.current === '2' \
+             && r.dataset.desired === '3' && r.innerText; })()",
+            "the reported scaling decision in the table",
+        )
+        .await;
+    let shown = shown.as_str().unwrap();
+    assert!(
+        shown.contains("2 → 3")
+            && shown.contains("rps_per_instance 150")
+            && shown.contains("over target 100"),
+        "{shown}"
+    );
 
     // The page's own height, so the picture has no empty band below it.
     let height = browser

@@ -279,5 +279,57 @@ function drawChart() {
   legend.replaceChildren(...entries);
 }
 
+// Scaling decisions: asked for every few seconds, only those newer than the last seen.
+const MAX_SCALING_ROWS = 100;
+let scalingAfter = 0;
+
+function formatFigure(value) {
+  return Math.abs(value) >= 100 ? formatNumber(value, 0) : formatNumber(value, 2);
+}
+
+function addScalingEvent(event) {
+  const body = document.getElementById('scaling-events');
+  const empty = body.querySelector('tr.empty');
+  if (empty) empty.remove();
+  const tr = document.createElement('tr');
+  tr.dataset.seq = event.seq;
+  tr.dataset.direction = event.direction;
+  tr.dataset.current = event.current;
+  tr.dataset.desired = event.desired;
+  const time = cell(tr, 'time');
+  time.textContent = new Date(event.at_ms).toLocaleTimeString('en-GB');
+  const change = cell(tr, 'change');
+  const badge = document.createElement('span');
+  badge.className = 'badge ' + (event.direction === 'up' ? 'healthy'
+    : event.direction === 'down' ? 'draining' : 'drained');
+  badge.textContent = event.direction;
+  change.append(badge, document.createTextNode(' ' + event.current + ' → ' + event.desired));
+  const figures = cell(tr, 'figures');
+  figures.textContent = Object.entries(event.figures || {})
+    .map(([name, value]) => name + ' ' + formatFigure(value)).join(', ');
+  cell(tr, 'why').textContent = event.reason || '';
+  body.prepend(tr);
+  while (body.children.length > MAX_SCALING_ROWS) body.lastElementChild.remove();
+  body.dataset.count = Number(body.dataset.count) + 1;
+}
+
+async function pollScaling() {
+  try {
+    const response = await fetch('/dashboard/scaling-events?after=' + scalingAfter,
+      { credentials: 'same-origin', cache: 'no-store' });
+    if (response.ok) {
+      const list = await response.json();
+      for (const event of list.events) {
+        addScalingEvent(event);
+        scalingAfter = Math.max(scalingAfter, event.seq);
+      }
+    }
+  } catch (error) {
+    // The event stream's status already tells the viewer the balancer is away.
+  }
+  setTimeout(pollScaling, 2000);
+}
+
 connect();
+pollScaling();
 window.addEventListener('resize', drawChart);
