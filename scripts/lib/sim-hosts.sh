@@ -59,23 +59,35 @@ sim_build_image() {
   local image
   image=$(sim_image)
   log "building the simulated host image $image (cached after the first time)"
-  timeout 1200 docker build --quiet --tag "$image" "$SIM_LIB_DIR/sim-host" >/dev/null \
+  timeout 1200 docker build --quiet --tag "$image" "$SIM_LIB_DIR/sim-host" >/dev/null 2>&1 \
     || fail "docker build of $SIM_LIB_DIR/sim-host failed"
 }
 
 sim_networks_create() {
   [ -n "$SIM_PUBLIC_SUBNET" ] && [ -n "$SIM_PRIVATE_SUBNET" ] \
     || fail "set SIM_PUBLIC_SUBNET and SIM_PRIVATE_SUBNET before sim_networks_create"
-  local name
+  # What a kept run (E2E_KEEP) of this same prefix left: its hosts carry our label.
+  local name volume
+  for name in $(docker ps -aq --filter "label=org.hitscale.sim-host=$SIM_PREFIX"); do
+    volume=$(docker inspect --format '{{ index .Config.Labels "org.hitscale.sim-host.volume" }}' "$name")
+    docker rm -f "$name" >/dev/null 2>&1
+    [ -n "$volume" ] && docker volume rm "$volume" >/dev/null 2>&1
+  done
   for name in public private; do
     docker network rm "$SIM_PREFIX-$name" >/dev/null 2>&1 || true
   done
-  docker network create --subnet "$SIM_PUBLIC_SUBNET" "$SIM_PREFIX-public" >/dev/null \
+  docker network create --subnet "$SIM_PUBLIC_SUBNET" --gateway "$(sim_first_address "$SIM_PUBLIC_SUBNET")" \
+    "$SIM_PREFIX-public" >/dev/null \
     || fail "cannot create network $SIM_PREFIX-public ($SIM_PUBLIC_SUBNET)"
   SIM_NETWORKS+=("$SIM_PREFIX-public")
-  docker network create --internal --subnet "$SIM_PRIVATE_SUBNET" "$SIM_PREFIX-private" >/dev/null \
+  docker network create --internal --subnet "$SIM_PRIVATE_SUBNET" \
+    --gateway "$(sim_first_address "$SIM_PRIVATE_SUBNET")" "$SIM_PREFIX-private" >/dev/null \
     || fail "cannot create network $SIM_PREFIX-private ($SIM_PRIVATE_SUBNET)"
   SIM_NETWORKS+=("$SIM_PREFIX-private")
+}
+
+sim_first_address() { # subnet
+  python3 -c 'import ipaddress, sys; print(next(ipaddress.ip_network(sys.argv[1]).hosts()))' "$1"
 }
 
 sim_gateway() { # public|private
@@ -93,6 +105,7 @@ sim_host_boot() { # name public_ip private_ip user_data_file
   # Attached to the public network at create time, the private one before start, so eth0 is
   # public and eth1 private, as on a droplet with a VPC interface.
   docker create --name "$container" --hostname "$name" \
+    --label "org.hitscale.sim-host=$SIM_PREFIX" --label "org.hitscale.sim-host.volume=$volume" \
     --cap-add ALL --cap-drop SYS_RESOURCE \
     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     --security-opt systempaths=unconfined \
@@ -131,8 +144,8 @@ sim_host_logs() { # name
 sim_host_wait_booted() { # name [seconds]
   local name=$1 limit=${2:-300} waited=0 boots ups
   while [ "$waited" -lt "$limit" ]; do
-    boots=$(docker exec "$SIM_PREFIX-$name" grep -c ' sim-init: boot$' /var/log/sim-init.log 2>/dev/null)
-    ups=$(docker exec "$SIM_PREFIX-$name" grep -c ' sim-init: up$' /var/log/sim-init.log 2>/dev/null)
+    boots=$(docker exec "$SIM_PREFIX-$name" grep -c ' sim-init: boot$' /var/log/sim-init.log 2>/dev/null || true)
+    ups=$(docker exec "$SIM_PREFIX-$name" grep -c ' sim-init: up$' /var/log/sim-init.log 2>/dev/null || true)
     if [ "${boots:-0}" -gt 0 ] && [ "${ups:-0}" -ge "${boots:-0}" ]; then return 0; fi
     sleep 1
     waited=$((waited + 1))
@@ -167,6 +180,10 @@ Host *
   BatchMode yes
   ConnectTimeout 10
   LogLevel ERROR
+  # One connection per host reused by the many short commands of a test (Docker's ssh too).
+  ControlMaster auto
+  ControlPath $dir/cm-%C
+  ControlPersist 30
 EOF
   printf '#!/bin/sh\nexec %s -F %s "$@"\n' "$(command -v ssh)" "$dir/ssh_config" >"$dir/bin/ssh"
   chmod 0755 "$dir/bin/ssh"
