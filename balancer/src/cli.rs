@@ -1,5 +1,10 @@
 //! Command-line interface: flags, each with an environment variable, layered over the
 //! config file. Flags beat environment, which beats the file, which beats defaults.
+//!
+//! The two secrets may also come from files (`BALANCER_ADMIN_TOKEN_FILE`,
+//! `BALANCER_STICKY_KEY_FILE`), as Docker and Swarm mount secrets under `/run/secrets/`:
+//! an orchestrator shows a service's environment to whoever may inspect it, never its
+//! secrets. [`Cli::read_secrets`] is the one place either form is read.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -99,6 +104,10 @@ pub struct Cli {
     /// The arguments whose value came from their environment variable, not a flag.
     #[arg(skip)]
     pub from_env: Vec<String>,
+    /// The secrets read from files by [`Cli::read_secrets`]: config key and the variable
+    /// that named the file (the value's origin in error messages).
+    #[arg(skip)]
+    pub secret_files: Vec<(&'static str, &'static str)>,
 }
 
 /// Never fails, so clap never quotes the secret in an error; `Config::validate` checks
@@ -240,15 +249,62 @@ impl Cli {
     pub fn parse_recording_sources() -> Self {
         let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
         match Self::try_parse_recording_sources(&args) {
-            Ok(mut cli) => {
-                // From the environment only: a flag would show the secret in `ps`.
-                cli.admin_token = std::env::var("BALANCER_ADMIN_TOKEN")
-                    .ok()
-                    .map(|t| crate::admin::auth::AdminToken::from_text(&t));
-                cli
-            }
+            Ok(mut cli) => match cli.read_secrets(|var| std::env::var(var).ok()) {
+                Ok(()) => cli,
+                Err(error) => {
+                    eprintln!("balancer: invalid configuration: {error}");
+                    std::process::exit(2);
+                }
+            },
             Err(error) => name_the_variable(error, &args).exit(),
         }
+    }
+
+    /// Reads the admin token (BALANCER_ADMIN_TOKEN, from the environment only: a flag
+    /// would show it in `ps`, or the file BALANCER_ADMIN_TOKEN_FILE names) and the sticky
+    /// key's file (BALANCER_STICKY_KEY_FILE; the key itself may also be given by its flag
+    /// or variable, parsed by clap). `env` looks a variable up; tests pass their own.
+    /// A secret given in both forms, or a file that cannot be read, is an error naming
+    /// the variable and the path; the content is never shown.
+    pub fn read_secrets(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let set = |var: &str| env(var).filter(|v| !v.trim().is_empty());
+        let token_file = set("BALANCER_ADMIN_TOKEN_FILE");
+        match (set("BALANCER_ADMIN_TOKEN"), token_file) {
+            (Some(_), Some(_)) => {
+                return Err(both_set(
+                    "BALANCER_ADMIN_TOKEN_FILE",
+                    "BALANCER_ADMIN_TOKEN",
+                ));
+            }
+            (Some(token), None) => {
+                self.admin_token = Some(crate::admin::auth::AdminToken::from_text(&token));
+            }
+            (None, Some(path)) => {
+                let text = read_secret_file("BALANCER_ADMIN_TOKEN_FILE", &path)?;
+                self.admin_token = Some(crate::admin::auth::AdminToken::from_text(&text));
+                self.secret_files
+                    .push(("admin.token", "BALANCER_ADMIN_TOKEN_FILE"));
+            }
+            (None, None) => {}
+        }
+        if let Some(path) = set("BALANCER_STICKY_KEY_FILE") {
+            if self.sticky_key.is_some() {
+                let other = if self.from_env.iter().any(|e| e == "sticky_key") {
+                    "BALANCER_STICKY_KEY"
+                } else {
+                    "--sticky-key"
+                };
+                return Err(both_set("BALANCER_STICKY_KEY_FILE", other));
+            }
+            let text = read_secret_file("BALANCER_STICKY_KEY_FILE", &path)?;
+            self.sticky_key = Some(StickyKey::from_text(text));
+            self.secret_files
+                .push(("sticky.key", "BALANCER_STICKY_KEY_FILE"));
+        }
+        Ok(())
     }
 
     /// Like `try_parse_from`, and records in `from_env` which values came from variables.
@@ -310,7 +366,11 @@ impl Cli {
             ("mode", self.mode.is_some()),
             ("algorithm", self.algorithm.is_some()),
             ("sticky", self.sticky.is_some()),
-            ("sticky_key", self.sticky_key.is_some()),
+            (
+                "sticky_key",
+                self.sticky_key.is_some()
+                    && !self.secret_files.iter().any(|(k, _)| *k == "sticky.key"),
+            ),
             ("health_path", self.health_path.is_some()),
             ("health_interval", self.health_interval.is_some()),
             ("health_timeout", self.health_timeout.is_some()),
@@ -334,6 +394,10 @@ impl Cli {
         }
         if self.admin_token.is_some() {
             origins.push(("admin.token", Origin::Env("BALANCER_ADMIN_TOKEN")));
+        }
+        // Pushed last: a secret read from a file is told by the variable naming the file.
+        for &(key, var) in &self.secret_files {
+            origins.push((key, Origin::Env(var)));
         }
         let backends = if self.backends.is_empty() {
             match backends_env {
@@ -420,6 +484,32 @@ impl Cli {
         };
         SocketAddr::new(ip, listen.port())
     }
+}
+
+fn both_set(file_var: &'static str, other: &str) -> ConfigError {
+    ConfigError::Env {
+        var: file_var,
+        message: format!("{other} is set too: give the secret one way only"),
+    }
+}
+
+/// A secret file's content without the one trailing line break `echo` and `docker secret
+/// create` leave; errors name the variable and the path, never the content.
+fn read_secret_file(var: &'static str, path: &str) -> Result<String, ConfigError> {
+    let unreadable = |problem: String| ConfigError::Env {
+        var,
+        message: format!("cannot read the secret file {path:?}: {problem}"),
+    };
+    let bytes = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| unreadable("it is not UTF-8 text".into()))?;
+    let text = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if text.is_empty() {
+        return Err(unreadable("it is empty".into()));
+    }
+    Ok(text.to_owned())
 }
 
 /// Clap names the flag of a value it cannot parse even when the value came from the
@@ -531,6 +621,127 @@ mod tests {
         .unwrap();
         let error = cli.into_config(None).unwrap_err().to_string();
         assert!(error.contains("--tls-key"), "{error}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_files_their_variables_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("admin_token");
+        let key = dir.path().join("sticky_key");
+        std::fs::write(&token, "t0ken-from-a-file-0123456789\n").unwrap();
+        std::fs::write(&key, "a-sticky-key-of-32-bytes-or-so..\r\n").unwrap();
+        let vars = [
+            ("BALANCER_ADMIN_TOKEN_FILE", token.to_str().unwrap()),
+            ("BALANCER_STICKY_KEY_FILE", key.to_str().unwrap()),
+        ];
+        let env = |var: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let mut cli = Cli::try_parse_recording_sources(["balancer", "--backend", "a:80"]).unwrap();
+        cli.read_secrets(env).unwrap();
+        let config = cli.into_config(None).unwrap();
+        let token = config.admin.token.as_ref().expect("token read");
+        assert_eq!(token.len(), "t0ken-from-a-file-0123456789".len());
+        let key = config.sticky.key.as_ref().expect("key read");
+        assert!(
+            key.same_as(&StickyKey::from_text(
+                "a-sticky-key-of-32-bytes-or-so..".into()
+            )),
+            "one trailing line break dropped, nothing else"
+        );
+        assert_eq!(
+            config.origin_of("sticky.key"),
+            "environment variable BALANCER_STICKY_KEY_FILE"
+        );
+        assert_eq!(
+            config.origin_of("admin.token"),
+            "environment variable BALANCER_ADMIN_TOKEN_FILE"
+        );
+
+        // A token too short is told by the variable that named its file, never shown.
+        let short = dir.path().join("short");
+        std::fs::write(&short, "sh0rt\n").unwrap();
+        let mut cli = Cli::try_parse_recording_sources([
+            "balancer",
+            "--backend",
+            "a:80",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let short_path = short.to_str().unwrap().to_owned();
+        cli.read_secrets(|var| (var == "BALANCER_ADMIN_TOKEN_FILE").then(|| short_path.clone()))
+            .unwrap();
+        let error = cli.into_config(None).unwrap_err().to_string();
+        assert!(
+            error.starts_with("environment variable BALANCER_ADMIN_TOKEN_FILE:"),
+            "{error}"
+        );
+        assert!(!error.contains("sh0rt"), "{error}");
+    }
+
+    #[test]
+    fn a_secret_in_both_forms_or_an_unreadable_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("admin_token");
+        std::fs::write(&token, "t0ken-from-a-file-0123456789").unwrap();
+        let token_path = token.to_str().unwrap().to_owned();
+
+        let mut cli = Cli::try_parse_recording_sources(["balancer"]).unwrap();
+        let error = cli
+            .read_secrets(|var| match var {
+                "BALANCER_ADMIN_TOKEN" => Some("t0ken-from-the-environment-000".into()),
+                "BALANCER_ADMIN_TOKEN_FILE" => Some(token_path.clone()),
+                _ => None,
+            })
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "environment variable BALANCER_ADMIN_TOKEN_FILE: BALANCER_ADMIN_TOKEN is set too: give the secret one way only"
+        );
+
+        let mut cli = Cli::try_parse_recording_sources([
+            "balancer",
+            "--sticky-key",
+            "s3cret-key-from-the-flag-0000000",
+        ])
+        .unwrap();
+        let error = cli
+            .read_secrets(|var| (var == "BALANCER_STICKY_KEY_FILE").then(|| token_path.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("BALANCER_STICKY_KEY_FILE: --sticky-key is set too"),
+            "{error}"
+        );
+        assert!(!error.contains("s3cret"), "{error}");
+
+        let missing = dir.path().join("missing");
+        let missing = missing.to_str().unwrap().to_owned();
+        let mut cli = Cli::try_parse_recording_sources(["balancer"]).unwrap();
+        let error = cli
+            .read_secrets(|var| (var == "BALANCER_STICKY_KEY_FILE").then(|| missing.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "environment variable BALANCER_STICKY_KEY_FILE: cannot read the secret file {missing:?}: "
+            )),
+            "{error}"
+        );
+
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let empty = empty.to_str().unwrap().to_owned();
+        let mut cli = Cli::try_parse_recording_sources(["balancer"]).unwrap();
+        let error = cli
+            .read_secrets(|var| (var == "BALANCER_ADMIN_TOKEN_FILE").then(|| empty.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.ends_with("it is empty"), "{error}");
     }
 
     #[test]

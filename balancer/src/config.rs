@@ -771,7 +771,7 @@ impl Config {
             return Err(self.invalid(
                 "admin.listen",
                 format_args!(
-                    "is {admin}, not a loopback address: an admin listener reachable from other hosts needs a token (BALANCER_ADMIN_TOKEN or admin.token_file)"
+                    "is {admin}, not a loopback address: an admin listener reachable from other hosts needs a token (BALANCER_ADMIN_TOKEN, BALANCER_ADMIN_TOKEN_FILE or admin.token_file)"
                 ),
             ));
         }

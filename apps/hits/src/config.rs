@@ -3,6 +3,11 @@
 //! Every value is parsed and checked here, before the app serves anything; a missing or
 //! malformed value is reported with the variable's name, so the process stops with a message
 //! such as `PORT: "80a" is not a valid port number (1-65535)`.
+//!
+//! The secrets may come from files instead (`DATABASE_URL_FILE`, `REDIS_URL_FILE`, and
+//! `DATABASE_PASSWORD_FILE` for the password alone), as Docker and Swarm secrets are mounted
+//! under `/run/secrets/`: an orchestrator's environment is readable by anyone who may
+//! inspect the service, its secrets are not.
 
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
@@ -21,6 +26,19 @@ pub enum ConfigError {
         var: &'static str,
         value: String,
         problem: String,
+    },
+    /// The file a `*_FILE` variable names cannot be used; its content is never shown.
+    #[error("{var}: cannot read the secret file {path:?}: {problem}")]
+    SecretFile {
+        var: &'static str,
+        path: String,
+        problem: String,
+    },
+    /// A value given twice, in two forms: which one is meant is not guessed.
+    #[error("{var} and {other} are both set: give one of them")]
+    Conflict {
+        var: &'static str,
+        other: &'static str,
     },
 }
 
@@ -109,11 +127,7 @@ impl Config {
             )?,
             port: vars.port()?,
             database: DatabaseConfig {
-                url: vars.url(
-                    "DATABASE_URL",
-                    &["postgres://", "postgresql://"],
-                    "e.g. DATABASE_URL=postgres://hits:hits@localhost:5432/hits",
-                )?,
+                url: vars.database_url()?,
                 pool_size: vars.range("DATABASE_POOL_SIZE", 16, 1, 1000)?,
                 acquire_timeout: vars.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 2_000)?,
                 startup_timeout: Duration::from_secs(vars.range(
@@ -126,8 +140,9 @@ impl Config {
             redis: RedisConfig {
                 url: vars.url(
                     "REDIS_URL",
+                    "REDIS_URL_FILE",
                     &["redis://", "rediss://", "unix://", "redis+unix://"],
-                    "e.g. REDIS_URL=redis://localhost:6379",
+                    "e.g. REDIS_URL=redis://localhost:6379 (or REDIS_URL_FILE=/run/secrets/redis_url)",
                 )?,
                 timeout: vars.millis("REDIS_TIMEOUT_MS", 100)?,
             },
@@ -201,13 +216,82 @@ impl Vars {
         self.parse_or("PORT", 8000u16, "is not a valid port number (0-65535)")
     }
 
+    /// The value of `var`, or the content of the file `file_var` names (one trailing line
+    /// break dropped, as `echo secret > file` and `docker secret create` leave one). Both
+    /// set is an error. The content is returned as is: it may be a password.
+    fn secret(
+        &self,
+        var: &'static str,
+        file_var: &'static str,
+    ) -> Result<Option<String>, ConfigError> {
+        match (self.get(var), self.get(file_var)) {
+            (Some(_), Some(_)) => Err(ConfigError::Conflict {
+                var,
+                other: file_var,
+            }),
+            (Some(value), None) => Ok(Some(value.to_owned())),
+            (None, None) => Ok(None),
+            (None, Some(path)) => {
+                let unreadable = |problem: String| ConfigError::SecretFile {
+                    var: file_var,
+                    path: path.to_owned(),
+                    problem,
+                };
+                let bytes = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| unreadable("it is not UTF-8 text".to_owned()))?;
+                let text = text
+                    .strip_suffix('\n')
+                    .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                    .unwrap_or(&text);
+                if text.is_empty() {
+                    return Err(unreadable("it is empty".to_owned()));
+                }
+                Ok(Some(text.to_owned()))
+            }
+        }
+    }
+
+    /// `DATABASE_URL` or `DATABASE_URL_FILE`; with `DATABASE_PASSWORD_FILE`, the password
+    /// read from that file goes into the URL, which then names the user but no password
+    /// (one secret serves both PostgreSQL's `POSTGRES_PASSWORD_FILE` and the app).
+    fn database_url(&self) -> Result<SecretString, ConfigError> {
+        let url = self.url(
+            "DATABASE_URL",
+            "DATABASE_URL_FILE",
+            &["postgres://", "postgresql://"],
+            "e.g. DATABASE_URL=postgres://hits:hits@localhost:5432/hits (or DATABASE_URL_FILE, or DATABASE_URL=postgres://hits@localhost:5432/hits with DATABASE_PASSWORD_FILE)",
+        )?;
+        let Some(password) = self.secret("DATABASE_PASSWORD", "DATABASE_PASSWORD_FILE")? else {
+            return Ok(url);
+        };
+        let var = if self.get("DATABASE_URL").is_some() {
+            "DATABASE_URL"
+        } else {
+            "DATABASE_URL_FILE"
+        };
+        with_password(url.expose_secret(), &password)
+            .map(SecretString::from)
+            .map_err(|problem| ConfigError::Invalid {
+                var,
+                value: "postgres://…".to_owned(),
+                problem: problem.to_owned(),
+            })
+    }
+
     fn url(
         &self,
         var: &'static str,
+        file_var: &'static str,
         schemes: &[&str],
         hint: &'static str,
     ) -> Result<SecretString, ConfigError> {
-        let raw = self.get(var).ok_or(ConfigError::Missing { var, hint })?;
+        let from_file = self.get(var).is_none();
+        let raw = self
+            .secret(var, file_var)?
+            .ok_or(ConfigError::Missing { var, hint })?;
+        let raw = raw.trim();
+        let var = if from_file { file_var } else { var };
         if !schemes.iter().any(|s| raw.starts_with(s)) {
             // The value may hold a password: show only its scheme.
             let scheme = raw
@@ -225,6 +309,32 @@ impl Vars {
         }
         Ok(SecretString::from(raw.to_owned()))
     }
+}
+
+/// `url` (`scheme://user@host...`) with `password` added to its user, percent-encoded.
+fn with_password(url: &str, password: &str) -> Result<String, &'static str> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or("has no scheme (scheme://user@host/db)")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (user, host) = authority.rsplit_once('@').ok_or(
+        "names no user (postgres://USER@host/db), and DATABASE_PASSWORD_FILE gives a password for one",
+    )?;
+    if user.contains(':') || user.is_empty() {
+        return Err(
+            "must name a user and no password (postgres://USER@host/db) when DATABASE_PASSWORD_FILE gives the password",
+        );
+    }
+    let mut encoded = String::with_capacity(password.len() * 3);
+    for byte in password.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(format!("{scheme}://{user}:{encoded}@{host}{path}"))
 }
 
 fn invalid(var: &'static str, value: &str, problem: &str) -> ConfigError {

@@ -101,7 +101,7 @@ impl AdminServer {
             tracing::info!(admin_listen = %local, "admin API listening; calls need the bearer token");
         } else {
             tracing::warn!(admin_listen = %local, "admin API listening on loopback WITHOUT a token: \
-                any local process can change the backends (set BALANCER_ADMIN_TOKEN or admin.token_file)");
+                any local process can change the backends (set BALANCER_ADMIN_TOKEN, BALANCER_ADMIN_TOKEN_FILE or admin.token_file)");
         }
         let (sampler, feed) = sampler::channel();
         Ok(Self {

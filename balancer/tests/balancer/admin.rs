@@ -532,7 +532,42 @@ async fn the_cli_lists_the_backends_of_a_running_balancer() {
     let output = run_binary(&["admin", "--addr", &admin, "list"], &[]).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
+
+    // The token from a file, as a Swarm secret gives it (with its trailing line break).
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin_token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let output = run_binary(
+        &["admin", "--addr", &admin, "list"],
+        &[("BALANCER_ADMIN_TOKEN_FILE", token_file.to_str().unwrap())],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     running.kill().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_secret_file_stops_the_binary_naming_the_variable_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("sticky_key");
+    let missing = missing.to_str().unwrap();
+    let output = run_binary(
+        &["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9"],
+        &[("BALANCER_STICKY_KEY_FILE", missing)],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "environment variable BALANCER_STICKY_KEY_FILE: cannot read the secret file {missing:?}"
+        )),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use crate::helpers::vars;
 use hits::Config;
+use secrecy::ExposeSecret;
 use std::process::Command;
 
 #[test]
@@ -93,4 +94,156 @@ fn the_binary_exits_non_zero_and_names_the_variable() {
         stderr.contains("PORT: \"eighty\" is not a valid port number"),
         "{stderr}"
     );
+}
+
+/// A file holding `content` in a directory of this test's own, removed on drop.
+struct SecretFile {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl SecretFile {
+    fn new(test: &str, content: &str) -> SecretFile {
+        let dir = std::env::temp_dir().join(format!("hits-secret-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("secret");
+        std::fs::write(&path, content).expect("write secret");
+        SecretFile { dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("UTF-8 temp path")
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Only the variables given, so a `*_FILE` form can stand in for the plain one.
+fn only(pairs: &[(&str, &str)]) -> Result<Config, hits::config::ConfigError> {
+    Config::from_vars(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .chain([("INSTANCE_ID".to_owned(), "i".to_owned())]),
+    )
+}
+
+#[test]
+fn secrets_are_read_from_the_files_their_file_variables_name() {
+    // A trailing line break, as `echo URL > file` and `docker secret create` leave one.
+    let db = SecretFile::new("db-url", "postgres://app:s3cret@db:5432/hits\n");
+    let redis = SecretFile::new("redis-url", "redis://:r3dis@cache:6379\r\n");
+    let config = only(&[
+        ("DATABASE_URL_FILE", db.path()),
+        ("REDIS_URL_FILE", redis.path()),
+    ])
+    .expect("config from files");
+    assert_eq!(
+        config.database.url.expose_secret(),
+        "postgres://app:s3cret@db:5432/hits"
+    );
+    assert_eq!(
+        config.redis.url.expose_secret(),
+        "redis://:r3dis@cache:6379"
+    );
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "the password is not in the config's Debug output"
+    );
+}
+
+#[test]
+fn a_password_file_completes_a_url_without_a_password() {
+    // Characters a URL would misread are percent-encoded; a space inside is kept.
+    let password = SecretFile::new("db-password", "p@ss:w/rd #1\n");
+    let config = only(&[
+        (
+            "DATABASE_URL",
+            "postgres://hits@postgres:5432/hits?sslmode=disable",
+        ),
+        ("DATABASE_PASSWORD_FILE", password.path()),
+        ("REDIS_URL", "redis://redis:6379"),
+    ])
+    .expect("config with a password file");
+    assert_eq!(
+        config.database.url.expose_secret(),
+        "postgres://hits:p%40ss%3Aw%2Frd%20%231@postgres:5432/hits?sslmode=disable"
+    );
+
+    for url in [
+        "postgres://hits:other@postgres/hits",
+        "postgres://postgres/hits",
+    ] {
+        let error = only(&[
+            ("DATABASE_URL", url),
+            ("DATABASE_PASSWORD_FILE", password.path()),
+            ("REDIS_URL", "redis://redis:6379"),
+        ])
+        .expect_err(url)
+        .to_string();
+        assert!(error.starts_with("DATABASE_URL:"), "{error}");
+        assert!(error.contains("DATABASE_PASSWORD_FILE"), "{error}");
+        assert!(
+            !error.contains("other") && !error.contains("p@ss"),
+            "no password in {error}"
+        );
+    }
+}
+
+#[test]
+fn a_secret_given_twice_or_unreadable_is_refused_by_name() {
+    let db = SecretFile::new("twice", "postgres://app:s3cret@db/hits\n");
+    let error = only(&[
+        ("DATABASE_URL", "postgres://app:other@db/hits"),
+        ("DATABASE_URL_FILE", db.path()),
+        ("REDIS_URL", "redis://h"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        error,
+        "DATABASE_URL and DATABASE_URL_FILE are both set: give one of them"
+    );
+
+    let missing = "/nonexistent/hits-test/redis_url";
+    let error = only(&[
+        ("DATABASE_URL", "postgres://app@db/hits"),
+        ("REDIS_URL_FILE", missing),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "REDIS_URL_FILE: cannot read the secret file \"{missing}\""
+        )),
+        "{error}"
+    );
+
+    let empty = SecretFile::new("empty", "\n");
+    let error = only(&[
+        ("DATABASE_URL_FILE", empty.path()),
+        ("REDIS_URL", "redis://h"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.starts_with("DATABASE_URL_FILE:") && error.ends_with("it is empty"),
+        "{error}"
+    );
+
+    // A malformed URL read from a file is reported under the file's variable, without
+    // its content.
+    let wrong = SecretFile::new("wrong-scheme", "mysql://u:s3cret@db/hits");
+    let error = only(&[
+        ("DATABASE_URL_FILE", wrong.path()),
+        ("REDIS_URL", "redis://h"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(error.starts_with("DATABASE_URL_FILE:"), "{error}");
+    assert!(!error.contains("s3cret"), "{error}");
 }
