@@ -11,7 +11,8 @@ use crate::helpers::{instance, run_loadgen, spawn_server};
 
 /// A test CA's certificate file and a server certificate it signed for 127.0.0.1.
 struct Pki {
-    dir: tempfile::TempDir,
+    /// Holds the files below until the test ends.
+    _dir: tempfile::TempDir,
     ca: std::path::PathBuf,
     server: CertificateSpec,
 }
@@ -36,32 +37,66 @@ fn pki() -> Pki {
     let ca_path = dir.path().join("ca.crt");
     std::fs::write(&ca_path, ca.pem()).unwrap();
     Pki {
-        dir,
+        _dir: dir,
         ca: ca_path,
         server,
+    }
+}
+
+/// The balancer, in-process, with a TLS listener on 127.0.0.1 (the test CA's server
+/// certificate) in front of `backends`; stopped when dropped.
+struct TlsBalancer {
+    pki: Pki,
+    url: String,
+    _stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsBalancer {
+    async fn start(backends: &[std::net::SocketAddr]) -> Self {
+        let pki = pki();
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            backends: backends
+                .iter()
+                .map(|addr| addr.to_string().parse().unwrap())
+                .collect(),
+            ..Config::default()
+        };
+        config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.tls.certificates = vec![pki.server.clone()];
+        config.validate().unwrap();
+        let balancer = Balancer::build(config).await.unwrap();
+        let url = format!("https://127.0.0.1:{}/", balancer.tls_addr().unwrap().port());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(balancer.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            pki,
+            url,
+            _stop: stop,
+            task,
+        }
+    }
+
+    fn ca(&self) -> String {
+        self.pki.ca.display().to_string()
+    }
+}
+
+impl Drop for TlsBalancer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_runs_through_the_balancers_tls_listener_verified_against_the_given_ca() {
     let backend = spawn_server(instance("behind-tls")).await;
-    let pki = pki();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        backends: vec![backend.addr.to_string().parse().unwrap()],
-        ..Config::default()
-    };
-    config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.tls.certificates = vec![pki.server.clone()];
-    config.validate().unwrap();
-    let balancer = Balancer::build(config).await.unwrap();
-    let url = format!("https://127.0.0.1:{}/", balancer.tls_addr().unwrap().port());
-    let (_stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-
-    let ca = pki.ca.display().to_string();
+    let balancer = TlsBalancer::start(&[backend.addr]).await;
+    let url = balancer.url.clone();
+    let ca = balancer.ca();
     let report = run_loadgen(&["-c", "4", "-n", "200", "--cacert", &ca, &url]).await;
     assert_eq!(report.run.transport, "reqwest");
     assert_eq!(report.requests, 200);
@@ -84,8 +119,6 @@ async fn https_runs_through_the_balancers_tls_listener_verified_against_the_give
     assert_eq!(report.responses, 0);
     assert_eq!(report.failures, 10);
     assert_eq!(backend.requests(), 200);
-    task.abort();
-    drop(pki.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,29 +127,13 @@ async fn http2_runs_through_the_balancers_tls_listener_and_spreads_over_both_ins
         spawn_server(instance("one")).await,
         spawn_server(instance("two")).await,
     );
-    let pki = pki();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        backends: vec![
-            one.addr.to_string().parse().unwrap(),
-            two.addr.to_string().parse().unwrap(),
-        ],
-        ..Config::default()
-    };
-    config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.tls.certificates = vec![pki.server.clone()];
-    config.validate().unwrap();
-    let balancer = Balancer::build(config).await.unwrap();
-    let url = format!("https://127.0.0.1:{}/", balancer.tls_addr().unwrap().port());
-    let (_stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(balancer.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let balancer = TlsBalancer::start(&[one.addr, two.addr]).await;
+    let url = balancer.url.clone();
 
     // `--http2` offers only `h2` by ALPN: a balancer without HTTP/2 would fail every
     // handshake. Four workers share loadgen's HTTP/2 connection, their streams balanced
     // one by one (round robin).
-    let ca = pki.ca.display().to_string();
+    let ca = balancer.ca();
     let report = run_loadgen(&["--http2", "-c", "4", "-n", "200", "--cacert", &ca, &url]).await;
     assert_eq!(report.run.transport, "reqwest");
     assert_eq!(report.requests, 200);
@@ -134,8 +151,6 @@ async fn http2_runs_through_the_balancers_tls_listener_and_spreads_over_both_ins
     let last = one.last_request().to_ascii_lowercase();
     assert!(last.contains(" http/1.1\r\n"), "{last}");
     assert!(last.contains("x-forwarded-proto: https"), "{last}");
-    task.abort();
-    drop(pki.dir);
 }
 
 #[test]
