@@ -68,7 +68,9 @@ engine_start() {
   docker info >/dev/null 2>&1 && return 0
   local log_file=/var/log/dockerd-hitscale.log
   log "starting dockerd (log: $log_file)"
-  "${engine_as_root[@]}" dockerd >"$log_file" 2>&1 &
+  # In a session of its own: a signal to the caller's process group (a hang guard's
+  # timeout, Ctrl-C) must leave the engine up for the caller's teardown, which stops it.
+  "${engine_as_root[@]}" setsid dockerd >"$log_file" 2>&1 &
   ENGINE_DOCKERD_PID=$!
   local _
   for _ in $(seq 1 60); do

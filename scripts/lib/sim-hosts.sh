@@ -129,39 +129,41 @@ sim_host_boot() { # name public_ip private_ip user_data_file
   docker start "$container" >/dev/null || fail "cannot start host $name"
 }
 
+# Bounded like every wait of a test (SIM_EXEC_TIMEOUT seconds, default 300): a host whose
+# engine or init hangs fails the test instead of holding it.
 sim_host_exec() { # name cmd...
   local name=$1
   shift
-  docker exec "$SIM_PREFIX-$name" "$@"
+  timeout "${SIM_EXEC_TIMEOUT:-300}" docker exec "$SIM_PREFIX-$name" "$@"
 }
 
 sim_host_logs() { # name
-  docker exec "$SIM_PREFIX-$1" sh -c 'cat /var/log/sim-init.log; tail -n 40 /var/log/cloud-init-output.log 2>/dev/null' 2>&1
+  timeout 30 docker exec "$SIM_PREFIX-$1" sh -c 'cat /var/log/sim-init.log; tail -n 40 /var/log/cloud-init-output.log 2>/dev/null' 2>&1
 }
 
 # Boots are counted by sim-init's "boot" lines: the current boot is up when its count of
 # "up" lines reached the "boot" lines.
 sim_host_wait_booted() { # name [seconds]
-  local name=$1 limit=${2:-300} waited=0 boots ups
-  while [ "$waited" -lt "$limit" ]; do
-    boots=$(docker exec "$SIM_PREFIX-$name" grep -c ' sim-init: boot$' /var/log/sim-init.log 2>/dev/null || true)
-    ups=$(docker exec "$SIM_PREFIX-$name" grep -c ' sim-init: up$' /var/log/sim-init.log 2>/dev/null || true)
+  local name=$1 limit=${2:-300} deadline boots ups
+  deadline=$((SECONDS + limit))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    boots=$(timeout 10 docker exec "$SIM_PREFIX-$name" grep -c ' sim-init: boot$' /var/log/sim-init.log 2>/dev/null || true)
+    ups=$(timeout 10 docker exec "$SIM_PREFIX-$name" grep -c ' sim-init: up$' /var/log/sim-init.log 2>/dev/null || true)
     if [ "${boots:-0}" -gt 0 ] && [ "${ups:-0}" -ge "${boots:-0}" ]; then return 0; fi
     sleep 1
-    waited=$((waited + 1))
   done
   sim_host_logs "$name" >&2
   fail "host $name did not finish booting in ${limit}s"
 }
 
 sim_host_wait_docker() { # name [seconds]
-  local name=$1 limit=${2:-120} waited=0
-  while [ "$waited" -lt "$limit" ]; do
-    docker exec "$SIM_PREFIX-$name" docker info >/dev/null 2>&1 && return 0
+  local name=$1 limit=${2:-120} deadline
+  deadline=$((SECONDS + limit))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    timeout 20 docker exec "$SIM_PREFIX-$name" docker info >/dev/null 2>&1 && return 0
     sleep 1
-    waited=$((waited + 1))
   done
-  docker exec "$SIM_PREFIX-$name" tail -n 30 /var/log/docker.log >&2 || true
+  timeout 30 docker exec "$SIM_PREFIX-$name" tail -n 30 /var/log/docker.log >&2 || true
   fail "the inner dockerd of host $name does not answer after ${limit}s"
 }
 
@@ -179,6 +181,10 @@ Host *
   StrictHostKeyChecking accept-new
   BatchMode yes
   ConnectTimeout 10
+  # A connection whose peer went away without closing it (a host rebooted) is given up
+  # after 15 s of silence, not the kernel's quarter of an hour of retransmissions.
+  ServerAliveInterval 5
+  ServerAliveCountMax 3
   LogLevel ERROR
   # One connection per host reused by the many short commands of a test (Docker's ssh too).
   ControlMaster auto
@@ -201,12 +207,12 @@ sim_ssh() { # user ip key cmd...
 }
 
 sim_host_wait_ssh() { # user ip key [seconds]
-  local user=$1 ip=$2 key=$3 limit=${4:-120} waited=0
-  while [ "$waited" -lt "$limit" ]; do
+  local user=$1 ip=$2 key=$3 limit=${4:-120} deadline
+  deadline=$((SECONDS + limit))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     timeout 15 bash -c "$(declare -f sim_ssh fail log); SIM_KNOWN_HOSTS='$SIM_KNOWN_HOSTS' sim_ssh '$user' '$ip' '$key' true" \
       >/dev/null 2>&1 && return 0
     sleep 1
-    waited=$((waited + 1))
   done
   fail "ssh $user@$ip does not answer after ${limit}s"
 }
