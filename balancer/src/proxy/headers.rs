@@ -3,7 +3,8 @@
 //! X-Request-Id ties the balancer's log lines to the app's. Incoming forwarding headers and
 //! request ids are believed only from configured trusted proxies: from anyone else every
 //! `X-Forwarded-*`, `Forwarded` and `X-Real-IP` is dropped, whatever its suffix, since an
-//! app may trust any of them (`X-Forwarded-Port`, `-Prefix`, ...).
+//! app may trust any of them (`X-Forwarded-Port`, `-Prefix`, ...). The client's address
+//! found there ([`client_ip`]) is also what ip-hash hashes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,7 +197,7 @@ pub fn set_forwarded_as(
     }
 
     let client = client_ip(headers, peer_ip, trusted);
-    // Lines that are not text are dropped from the chain (and made `client_ip` stop).
+    // Lines that are not text are dropped from the chain (and make `client_ip` stop).
     let mut chain: Vec<&str> = forwarded_for(headers).flatten().collect();
     let peer_text = peer_ip.to_string();
     chain.push(&peer_text);
