@@ -15,8 +15,8 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
-    Algorithm, BackendSpec, CertificateSpec, Config, ConfigError, Mode, Origin, Overrides, Sources,
-    parse_duration,
+    Algorithm, BackendSpec, CertificateSpec, Cidr, Config, ConfigError, Mode, Origin, Overrides,
+    Sources, parse_duration,
 };
 use crate::sticky::StickyKey;
 
@@ -98,6 +98,17 @@ pub struct Cli {
     /// The port redirects to HTTPS name [default: the HTTPS listener's port].
     #[arg(long, env = "BALANCER_TLS_HTTPS_PORT")]
     pub https_port: Option<u16>,
+    /// Proxies (addresses or CIDRs, separated by spaces or commas) trusted to say who the
+    /// client is: their X-Forwarded-For is kept and extended, and the address it names is
+    /// the client the app is told and ip-hash hashes. Replaces
+    /// `forwarding.trusted_proxies` of the config file; empty leaves it.
+    #[arg(
+        long,
+        env = "BALANCER_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        value_parser = CidrList::parse
+    )]
+    pub trusted_proxies: Option<CidrList>,
     /// BALANCER_ADMIN_TOKEN, read from the environment only (see `parse_recording_sources`).
     #[arg(skip)]
     pub admin_token: Option<crate::admin::auth::AdminToken>,
@@ -116,9 +127,25 @@ fn sticky_key(text: &str) -> Result<StickyKey, std::convert::Infallible> {
     Ok(StickyKey::from_text(text.to_owned()))
 }
 
+/// `--trusted-proxies` / BALANCER_TRUSTED_PROXIES: one value holding the whole list, so
+/// the variable reads as the flag does, and an empty one (Compose's pass-through of an
+/// unset variable) sets nothing.
+#[derive(Debug, Clone)]
+pub struct CidrList(pub Vec<Cidr>);
+
+impl CidrList {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|entry| !entry.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
 /// For each argument that overrides the file: its id, its config-file key, its flag and
 /// its variable.
-const OVERRIDES: [(&str, &str, &str, &str); 17] = [
+const OVERRIDES: [(&str, &str, &str, &str); 18] = [
     ("mode", "mode", "--mode", "BALANCER_MODE"),
     (
         "tls_listen",
@@ -200,6 +227,12 @@ const OVERRIDES: [(&str, &str, &str, &str); 17] = [
         "discovery.resolve_interval",
         "--resolve-interval",
         "BALANCER_RESOLVE_INTERVAL",
+    ),
+    (
+        "trusted_proxies",
+        "forwarding.trusted_proxies",
+        "--trusted-proxies",
+        "BALANCER_TRUSTED_PROXIES",
     ),
 ];
 
@@ -382,6 +415,12 @@ impl Cli {
             ("tls_certs", !self.tls_certs.is_empty()),
             ("hsts_max_age", self.hsts_max_age.is_some()),
             ("https_port", self.https_port.is_some()),
+            (
+                "trusted_proxies",
+                self.trusted_proxies
+                    .as_ref()
+                    .is_some_and(|list| !list.0.is_empty()),
+            ),
         ] {
             if set {
                 origins.extend(self.origin(id));
@@ -450,6 +489,7 @@ impl Cli {
             tls_certificates,
             tls_hsts_max_age: self.hsts_max_age,
             tls_https_port: self.https_port,
+            trusted_proxies: self.trusted_proxies.map(|list| list.0).unwrap_or_default(),
             origins,
         };
         Ok(Sources {
@@ -576,6 +616,56 @@ mod tests {
             .into_config(Some("hits:8000,weight=x".into()))
             .unwrap_err();
         assert!(error.to_string().contains("BALANCER_BACKENDS"), "{error}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_one_list_and_an_empty_one_sets_nothing() {
+        let cli = Cli::try_parse_recording_sources([
+            "balancer",
+            "--backend",
+            "a:80",
+            "--trusted-proxies",
+            " 172.16.0.0/12, 192.168.0.0/16\n2001:db8::1 ",
+        ])
+        .unwrap();
+        let config = cli.into_config(None).unwrap();
+        let want: Vec<Cidr> = ["172.16.0.0/12", "192.168.0.0/16", "2001:db8::1"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        assert_eq!(config.forwarding.trusted_proxies, want);
+        assert_eq!(
+            config.origin_of("forwarding.trusted_proxies"),
+            "flag --trusted-proxies"
+        );
+
+        let cli = Cli::try_parse_recording_sources([
+            "balancer",
+            "--backend",
+            "a:80",
+            "--trusted-proxies",
+            "",
+        ])
+        .unwrap();
+        assert!(
+            cli.into_config(None)
+                .unwrap()
+                .forwarding
+                .trusted_proxies
+                .is_empty()
+        );
+
+        let error = Cli::try_parse_recording_sources([
+            "balancer",
+            "--trusted-proxies",
+            "10.0.0.0/8 10.0.0.0/33",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("\"10.0.0.0/33\": prefix must be 0-32"),
+            "{error}"
+        );
     }
 
     #[test]

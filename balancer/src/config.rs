@@ -520,6 +520,8 @@ pub struct Overrides {
     pub tls_certificates: Vec<CertificateSpec>,
     pub tls_hsts_max_age: Option<Duration>,
     pub tls_https_port: Option<u16>,
+    /// Replaces `forwarding.trusted_proxies` when not empty.
+    pub trusted_proxies: Vec<Cidr>,
     /// Where each value above came from (an environment variable or a flag), by config key.
     pub origins: Vec<(&'static str, Origin)>,
 }
@@ -1062,6 +1064,9 @@ impl Overrides {
         }
         if let Some(v) = self.tls_https_port {
             config.tls.https_port = Some(v);
+        }
+        if !self.trusted_proxies.is_empty() {
+            config.forwarding.trusted_proxies = self.trusted_proxies;
         }
         for (key, origin) in self.origins {
             config.origins.set(key, origin);

@@ -3,7 +3,8 @@
 //! X-Request-Id ties the balancer's log lines to the app's. Incoming forwarding headers and
 //! request ids are believed only from configured trusted proxies: from anyone else every
 //! `X-Forwarded-*`, `Forwarded` and `X-Real-IP` is dropped, whatever its suffix, since an
-//! app may trust any of them (`X-Forwarded-Port`, `-Prefix`, ...).
+//! app may trust any of them (`X-Forwarded-Port`, `-Prefix`, ...). The client's address
+//! found there ([`client_ip`]) is also what ip-hash hashes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,25 +154,24 @@ impl Scheme {
 }
 
 /// Sets X-Forwarded-For/Proto/Host and X-Real-IP for a request from `peer` over plain HTTP.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[Cidr]) {
-    set_forwarded_as(headers, peer, trusted, Scheme::Http);
+pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[Cidr]) -> IpAddr {
+    set_forwarded_as(headers, peer, trusted, Scheme::Http)
 }
 
 /// Sets X-Forwarded-For/Proto/Host and X-Real-IP for a request from `peer` that arrived
-/// over `scheme`.
+/// over `scheme`, and returns the client's address (see [`client_ip`]), which X-Real-IP
+/// names and ip-hash hashes.
 ///
-/// From a trusted proxy the existing chain is extended and the client is the right-most
-/// address that is not itself a trusted proxy; from anyone else incoming values are
-/// dropped, since a client could write anything there.
+/// From a trusted proxy the existing chain is extended; from anyone else incoming values
+/// are dropped, since a client could write anything there.
 pub fn set_forwarded_as(
     headers: &mut HeaderMap,
     peer: SocketAddr,
     trusted: &[Cidr],
     scheme: Scheme,
-) {
+) -> IpAddr {
     let peer_ip = canonical(peer.ip());
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    let peer_trusted = is_trusted(peer_ip);
+    let peer_trusted = trusted.iter().any(|c| c.contains(peer_ip));
     let host = headers.get(header::HOST).cloned();
     if !peer_trusted {
         // The common case, kept cheap: the peer is the client. Clients rarely send these
@@ -193,59 +193,93 @@ pub fn set_forwarded_as(
         if let Some(host) = host {
             headers.insert(&X_FORWARDED_HOST, host);
         }
-        return;
+        return peer_ip;
     }
 
-    let mut chain: Vec<String> = Vec::new();
-    if peer_trusted {
-        for value in headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(v) = value.to_str() {
-                chain.extend(
-                    v.split(',')
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty()),
-                );
-            }
-        }
-    }
-    chain.push(peer_ip.to_string());
-    let client = chain
-        .iter()
-        .rev()
-        .find(|hop| {
-            hop.parse::<IpAddr>()
-                .map(|ip| !is_trusted(canonical(ip)))
-                .unwrap_or(true)
-        })
-        .unwrap_or(&chain[0])
-        .clone();
+    let client = client_ip(headers, peer_ip, trusted);
+    // Lines that are not text are dropped from the chain (and make `client_ip` stop).
+    let mut chain: Vec<&str> = forwarded_for(headers).flatten().collect();
+    let peer_text = peer_ip.to_string();
+    chain.push(&peer_text);
+    let chain = HeaderValue::from_str(&chain.join(", "));
 
     let proto = headers
         .get(&X_FORWARDED_PROTO)
-        .filter(|_| peer_trusted)
         .cloned()
         .unwrap_or_else(|| scheme.header_value());
-    let forwarded_host = headers
-        .get(&X_FORWARDED_HOST)
-        .filter(|_| peer_trusted)
-        .cloned()
-        .or(host);
+    let forwarded_host = headers.get(&X_FORWARDED_HOST).cloned().or(host);
 
     headers.remove(&X_FORWARDED_FOR);
     headers.remove(&X_REAL_IP);
     headers.remove(&X_FORWARDED_PROTO);
     headers.remove(&X_FORWARDED_HOST);
     headers.remove(header::FORWARDED);
-    if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
+    if let Ok(v) = chain {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&client) {
-        headers.insert(&X_REAL_IP, v);
-    }
+    headers.insert(&X_REAL_IP, ip_value(client));
     headers.insert(&X_FORWARDED_PROTO, proto);
     if let Some(v) = forwarded_host {
         headers.insert(&X_FORWARDED_HOST, v);
     }
+    client
+}
+
+/// The client's address as nginx's realip module finds it with `set_real_ip_from` for each
+/// trusted proxy and `real_ip_recursive on`: a peer that is not a trusted proxy is the
+/// client, whatever it wrote in `X-Forwarded-For`. From a trusted proxy, the entries are
+/// walked from the right (the nearest hop first), skipping trusted proxies: the first
+/// address that is not one is the client; when all are, the left-most is.
+///
+/// It fails closed: an entry that is not an address (`IP` or `IP:port`) ends the walk at
+/// the peer, so no untrusted sender ever picks the address the backend is told or ip-hash
+/// hashes (nginx would keep the last trusted hop before it; the peer is as safe and says
+/// less). The walk reads what the request head holds, which `limits.max_header_bytes` and
+/// `limits.max_headers` bound.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> IpAddr {
+    let peer = canonical(peer);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for entry in forwarded_for(headers).rev() {
+        let Some(hop) = entry.and_then(parse_hop) else {
+            return peer;
+        };
+        client = hop;
+        if !is_trusted(hop) {
+            break;
+        }
+    }
+    client
+}
+
+/// The entries of every `X-Forwarded-For` line in order (the farthest hop first), empty
+/// ones skipped; `None` for a line that is not text.
+fn forwarded_for(headers: &HeaderMap) -> impl DoubleEndedIterator<Item = Option<&str>> {
+    headers.get_all(&X_FORWARDED_FOR).iter().flat_map(|value| {
+        let (text, not_text) = match value.to_str() {
+            Ok(text) => (text, None),
+            Err(_) => ("", Some(None)),
+        };
+        not_text.into_iter().chain(
+            text.split(',')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .map(Some),
+        )
+    })
+}
+
+/// One `X-Forwarded-For` entry's address: `IP`, or `IP:port` / `[IPv6]:port` as some
+/// proxies write it.
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let ip = entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
+        .ok()?;
+    Some(canonical(ip))
 }
 
 /// Whether a client-sent header claims something about the path the request took: any
@@ -403,6 +437,10 @@ fn canonical(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -466,6 +504,132 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "198.51.100.7, 203.0.113.9");
         assert_eq!(h["x-real-ip"], "198.51.100.7");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    fn client_of(xff: &[&str], peer: &str, trusted: &[Cidr]) -> IpAddr {
+        let mut h = HeaderMap::new();
+        for line in xff {
+            h.append(&X_FORWARDED_FOR, HeaderValue::from_str(line).unwrap());
+        }
+        client_ip(&h, peer.parse().unwrap(), trusted)
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_address_that_is_not_a_trusted_proxy() {
+        let trusted = cidrs(&["10.0.0.0/8", "2001:db8:ffff::/48"]);
+        // No trust configured, or an untrusted peer: the peer, whatever it claims.
+        assert_eq!(
+            client_of(&["198.51.100.7"], "10.0.0.1", &[]),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_of(&["198.51.100.7"], "203.0.113.9", &trusted),
+            ip("203.0.113.9")
+        );
+        // A trusted peer without the header is the client itself.
+        assert_eq!(client_of(&[], "10.0.0.1", &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            client_of(&["198.51.100.7"], "10.0.0.1", &trusted),
+            ip("198.51.100.7")
+        );
+        // Trusted hops are skipped from the right; what the client put left of the first
+        // untrusted address (here a forged entry) is never reached.
+        assert_eq!(
+            client_of(
+                &["6.6.6.6, 198.51.100.7, 10.0.0.3, 10.0.0.2"],
+                "10.0.0.1",
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // Several header lines are one list, in order; empty entries are skipped.
+        assert_eq!(
+            client_of(
+                &["6.6.6.6, 198.51.100.7", " , 10.0.0.3,"],
+                "10.0.0.1",
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // All trusted: the left-most.
+        assert_eq!(
+            client_of(&["10.0.0.4, 10.0.0.3"], "10.0.0.1", &trusted),
+            ip("10.0.0.4")
+        );
+        // Ports, as some proxies write them, and IPv6 (an IPv4-mapped peer is IPv4).
+        assert_eq!(
+            client_of(&["198.51.100.7:4711"], "::ffff:10.0.0.1", &trusted),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_of(
+                &["2001:db8::7, [2001:db8:ffff::2]:443"],
+                "2001:db8:ffff::1",
+                &trusted
+            ),
+            ip("2001:db8::7")
+        );
+    }
+
+    #[test]
+    fn an_entry_that_is_not_an_address_leaves_the_peer_as_the_client() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        for xff in [
+            "garbage",
+            "198.51.100.7, unknown",
+            "198.51.100.7, garbage, 10.0.0.2",
+            "198.51.100.7, 10.0.0.2/8",
+            "198.51.100.7, 999.1.1.1",
+            "198.51.100.7, _hidden",
+        ] {
+            assert_eq!(
+                client_of(&[xff], "10.0.0.1", &trusted),
+                ip("10.0.0.1"),
+                "{xff:?}"
+            );
+        }
+        // Garbage left of the client is never reached.
+        assert_eq!(
+            client_of(&["garbage, 198.51.100.7"], "10.0.0.1", &trusted),
+            ip("198.51.100.7")
+        );
+        // A line that is not text stops the walk too.
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.7"));
+        h.append(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff1.2.3.4").unwrap(),
+        );
+        assert_eq!(client_ip(&h, ip("10.0.0.1"), &trusted), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_long_chain_of_trusted_hops_is_walked_to_its_client() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        let hops: Vec<String> = (0..2000)
+            .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+            .collect();
+        let xff = format!("198.51.100.7, {}", hops.join(", "));
+        assert_eq!(client_of(&[&xff], "10.0.0.1", &trusted), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn the_real_ip_header_names_the_client_the_balancer_found() {
+        let trusted = cidrs(&["203.0.113.0/24"]);
+        let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+        let mut h = map(&[("x-forwarded-for", "198.51.100.7, garbage")]);
+        assert_eq!(set_forwarded(&mut h, peer, &trusted), ip("203.0.113.9"));
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, garbage, 203.0.113.9");
+        let mut h = map(&[("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(set_forwarded(&mut h, peer, &trusted), ip("198.51.100.7"));
+        assert_eq!(h["x-real-ip"], "198.51.100.7");
+        let mut h = map(&[("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(set_forwarded(&mut h, peer, &[]), ip("203.0.113.9"));
     }
 
     #[test]

@@ -219,7 +219,7 @@ impl Proxy {
             .get::<headers::Scheme>()
             .copied()
             .unwrap_or(headers::Scheme::Http);
-        headers::set_forwarded_as(
+        let client_ip = headers::set_forwarded_as(
             &mut head.headers,
             peer,
             &policy.config.forwarding.trusted_proxies,
@@ -272,13 +272,9 @@ impl Proxy {
         if eligible.is_empty() {
             return Err(ProxyError::NoBackend);
         }
-        let mut order = policy.selector.select(
-            &set,
-            eligible,
-            &SelectContext {
-                client_ip: peer.ip(),
-            },
-        );
+        let mut order = policy
+            .selector
+            .select(&set, eligible, &SelectContext { client_ip });
         if let Some(id) = &requested {
             match order.iter().position(|&i| set.backends[i].sticky_id == *id) {
                 Some(position) => {

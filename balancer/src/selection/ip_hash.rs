@@ -2,6 +2,8 @@
 //! (in proportion to its weight) and a client goes to the owner of the first point after
 //! the hash of its address. Adding or removing one of N backends moves only about 1/N of
 //! clients; an unavailable backend's clients fall through to the next owner on the ring.
+//! The address hashed is `SelectContext::client_ip`: behind trusted proxies, the client's
+//! own, not the proxy's.
 
 use std::hash::Hasher;
 use std::net::IpAddr;

@@ -26,6 +26,9 @@ use crate::config::Algorithm;
 /// What a selector may base its choice on.
 #[derive(Debug, Clone, Copy)]
 pub struct SelectContext {
+    /// The client's address: in HTTP mode the one `proxy::headers::client_ip` finds (the
+    /// peer, or behind trusted proxies the address their `X-Forwarded-For` names); in
+    /// layer-4 mode the peer's.
     pub client_ip: IpAddr,
 }
 

@@ -219,3 +219,58 @@ async fn ip_hash_keeps_clients_and_remaps_few_when_a_backend_leaves() {
     let owned_by_d = before.iter().filter(|b| *b == "d").count();
     assert_eq!(moved, owned_by_d, "only the leaving backend's clients move");
 }
+
+/// GET / as a proxy forwarding `client` would send it: the answering instance, and the
+/// X-Real-IP the backend was told.
+async fn get_for(addr: std::net::SocketAddr, forwarded_for: &str) -> (String, String) {
+    let answer = send(addr, request("/", &[("x-forwarded-for", forwarded_for)])).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let real_ip = answer.echoed("x-real-ip").unwrap_or_default();
+    (answer.instance().to_owned(), real_ip)
+}
+
+#[tokio::test]
+async fn ip_hash_behind_a_trusted_proxy_hashes_the_client_it_names_and_no_one_elses_claim() {
+    let (a, b) = (spawn_backend("a").await, spawn_backend("b").await);
+    let mut config = config(&[&a, &b]);
+    config.algorithm = Algorithm::IpHash;
+    config.forwarding.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let trusting = Running::start(config.clone()).await;
+    config.forwarding.trusted_proxies = Vec::new();
+    let untrusting = Running::start(config).await;
+    let clients: Vec<String> = (1..=40).map(|i| format!("203.0.113.{i}")).collect();
+
+    // The test is the trusted proxy (127.0.0.1): each forwarded client is hashed on its
+    // own address, so 40 of them reach both backends (all on one: odds about 2^-39), and
+    // each one always the same backend, also behind one more trusted hop and with an
+    // entry forged on its left, which the walk from the right never reaches.
+    let mut home = std::collections::HashMap::new();
+    for client in &clients {
+        let (instance, real_ip) = get_for(trusting.addr, client).await;
+        assert_eq!(&real_ip, client, "the backend is told the same client");
+        let (again, real_ip) =
+            get_for(trusting.addr, &format!("6.6.6.6, {client}, 127.0.0.9")).await;
+        assert_eq!(again, instance, "{client} moved");
+        assert_eq!(&real_ip, client);
+        home.insert(client.clone(), instance);
+    }
+    let used: std::collections::HashSet<_> = home.values().collect();
+    assert_eq!(
+        used.len(),
+        2,
+        "40 forwarded clients all on one backend: {home:?}"
+    );
+
+    // An entry that is not an address leaves the trusted peer as the client.
+    let (_, real_ip) = get_for(trusting.addr, "203.0.113.1, unknown").await;
+    assert_eq!(real_ip, "127.0.0.1");
+
+    // Not trusted: the header is a claim, ignored; every request is the peer's, so all
+    // 40 "clients" land where the peer does.
+    let peer_home = get(untrusting.addr, "/").await.instance().to_owned();
+    for client in &clients {
+        let (instance, real_ip) = get_for(untrusting.addr, client).await;
+        assert_eq!(real_ip, "127.0.0.1");
+        assert_eq!(instance, peer_home, "the claim {client} chose the backend");
+    }
+}

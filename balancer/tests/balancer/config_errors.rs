@@ -109,6 +109,29 @@ async fn a_value_the_variable_holds_but_cannot_be_parsed_names_the_variable() {
     let (code, stderr) = run(&[], &[("BALANCER_BACKENDS", "127.0.0.1:9,weight=x")]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("BALANCER_BACKENDS"), "{stderr}");
+    let (code, stderr) = run(
+        &["--backend", "127.0.0.1:9"],
+        &[("BALANCER_TRUSTED_PROXIES", "10.0.0.0/8 nonsense")],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("environment variable BALANCER_TRUSTED_PROXIES")
+            && stderr.contains("\"nonsense\": not an IP address or CIDR"),
+        "{stderr}"
+    );
+    // Empty, as Compose passes an unset variable on: no list, not an error (the run then
+    // stops at the bad interval, after the variables were read).
+    let (code, stderr) = run(
+        &["--backend", "127.0.0.1:9", "--health-interval", "0s"],
+        &[("BALANCER_TRUSTED_PROXIES", "")],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("health.interval") && !stderr.contains("BALANCER_TRUSTED_PROXIES"),
+        "{stderr}"
+    );
 }
 
 #[test]
