@@ -78,19 +78,19 @@ pub struct Opts {
     #[arg(long, env = "AUTOSCALER_TOLERANCE", default_value_t = 0.1)]
     pub tolerance: f64,
     /// Scale down only to the highest recommendation made over this window.
-    #[arg(long, env = "AUTOSCALER_SCALE_DOWN_WINDOW", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "AUTOSCALER_SCALE_DOWN_WINDOW", default_value = "5m", value_parser = hitscale_duration::parse)]
     pub scale_down_window: Duration,
     /// How often to decide.
-    #[arg(long, env = "AUTOSCALER_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "AUTOSCALER_INTERVAL", default_value = "15s", value_parser = hitscale_duration::parse)]
     pub interval: Duration,
     /// Requests per second are averaged over this window.
-    #[arg(long, env = "AUTOSCALER_RATE_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "AUTOSCALER_RATE_WINDOW", default_value = "30s", value_parser = hitscale_duration::parse)]
     pub rate_window: Duration,
     /// How long a new instance may take to be healthy in the balancer.
-    #[arg(long, env = "AUTOSCALER_READY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "AUTOSCALER_READY_TIMEOUT", default_value = "60s", value_parser = hitscale_duration::parse)]
     pub ready_timeout: Duration,
     /// How long a draining instance may take to finish its requests.
-    #[arg(long, env = "AUTOSCALER_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "AUTOSCALER_DRAIN_TIMEOUT", default_value = "30s", value_parser = hitscale_duration::parse)]
     pub drain_timeout: Duration,
 
     /// Where instances run: `local` (child processes) or `docker` (containers).
@@ -144,10 +144,10 @@ pub struct Opts {
     #[arg(long, env = "AUTOSCALER_INSTANCE_PREFIX", default_value = "auto")]
     pub instance_prefix: String,
     /// How long an instance may take to report its address.
-    #[arg(long, env = "AUTOSCALER_START_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "AUTOSCALER_START_TIMEOUT", default_value = "60s", value_parser = hitscale_duration::parse)]
     pub start_timeout: Duration,
     /// From SIGTERM to the kill of a stopping instance.
-    #[arg(long, env = "AUTOSCALER_STOP_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "AUTOSCALER_STOP_TIMEOUT", default_value = "15s", value_parser = hitscale_duration::parse)]
     pub stop_timeout: Duration,
 }
 
@@ -479,30 +479,6 @@ impl Config {
     }
 }
 
-/// `250ms`, `15s`, `5m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a duration (examples: 250ms, 15s, 5m)"
-            ));
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 250ms, 15s, 5m)"))?;
-    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("`{text}` is out of range"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,12 +634,34 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("5 fortnights").is_err());
-        assert!(parse_duration("").is_err());
+    fn a_bad_duration_names_the_flag_and_the_value() {
+        let error = Opts::try_parse_from([
+            "autoscaler",
+            "--admin",
+            "127.0.0.1:9000",
+            "--interval",
+            "5 fortnights",
+        ])
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            error.contains("'5 fortnights' for '--interval <INTERVAL>'")
+                && error.contains("unknown unit `fortnights`"),
+            "{error}"
+        );
+        let config = Config::from_opts(
+            &opts(&[
+                "--target-rps-per-instance",
+                "5",
+                "--scale-down-window",
+                "90",
+            ]),
+            None,
+        )
+        .expect("a bare number is seconds");
+        assert_eq!(
+            config.scaler.policy.scale_down_window,
+            Duration::from_secs(90)
+        );
     }
 }

@@ -77,6 +77,10 @@ pub struct Cli {
     /// BALANCER_ADMIN_TOKEN or `admin.token_file`, never from the command line (`ps`).
     #[arg(long, env = "BALANCER_ADMIN_LISTEN", global = true)]
     pub admin_listen: Option<SocketAddr>,
+    /// Mark the dashboard's session cookie `Secure`, for a dashboard reached through a
+    /// TLS-terminating proxy (the admin listener itself speaks plain HTTP) [default: false].
+    #[arg(long, env = "BALANCER_ADMIN_COOKIE_SECURE", num_args = 0..=1, default_missing_value = "true")]
+    pub admin_cookie_secure: Option<bool>,
     /// Reload the configuration when the config file changes (besides SIGHUP, which always
     /// reloads). The file is polled by path, so an editor's save, a rename into place and a
     /// bind-mounted or ConfigMap file are all followed.
@@ -176,6 +180,12 @@ const OVERRIDES: [(&str, &str, &str, &str); 18] = [
         "admin.listen",
         "--admin-listen",
         "BALANCER_ADMIN_LISTEN",
+    ),
+    (
+        "admin_cookie_secure",
+        "admin.cookie_secure",
+        "--admin-cookie-secure",
+        "BALANCER_ADMIN_COOKIE_SECURE",
     ),
     ("listen", "listen", "--listen", "BALANCER_LISTEN"),
     ("backends", "backends", "--backend", "BALANCER_BACKENDS"),
@@ -411,6 +421,7 @@ impl Cli {
             ("health_fall", self.health_fall.is_some()),
             ("resolve_interval", self.resolve_interval.is_some()),
             ("admin_listen", self.admin_listen.is_some()),
+            ("admin_cookie_secure", self.admin_cookie_secure.is_some()),
             ("tls_listen", self.tls_listen.is_some()),
             ("tls_certs", !self.tls_certs.is_empty()),
             ("hsts_max_age", self.hsts_max_age.is_some()),
@@ -485,6 +496,7 @@ impl Cli {
             sticky_key: self.sticky_key,
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
+            admin_cookie_secure: self.admin_cookie_secure,
             tls_listen: self.tls_listen,
             tls_certificates,
             tls_hsts_max_age: self.hsts_max_age,
@@ -658,12 +670,40 @@ mod tests {
         let error = Cli::try_parse_recording_sources([
             "balancer",
             "--trusted-proxies",
-            "10.0.0.0/8 10.0.0.0/33",
+            "192.0.2.0/24 192.0.2.0/33",
         ])
         .unwrap_err()
         .to_string();
         assert!(
-            error.contains("\"10.0.0.0/33\": prefix must be 0-32"),
+            error.contains("\"192.0.2.0/33\": prefix must be 0-32"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_admin_cookie_is_secure_only_when_asked_and_the_flag_is_its_origin() {
+        let plain = Cli::try_parse_from(["balancer", "--backend", "a:80"]).unwrap();
+        assert!(!plain.into_config(None).unwrap().admin.cookie_secure);
+        let cli = Cli::try_parse_recording_sources([
+            "balancer",
+            "--backend",
+            "a:80",
+            "--admin-cookie-secure",
+        ])
+        .unwrap();
+        let config = cli.into_config(None).unwrap();
+        assert!(config.admin.cookie_secure);
+        assert_eq!(
+            config.origin_of("admin.cookie_secure"),
+            "flag --admin-cookie-secure"
+        );
+        let off = Cli::try_parse_from(["balancer", "--admin-cookie-secure=false"]).unwrap();
+        assert_eq!(off.admin_cookie_secure, Some(false));
+        let error = Cli::try_parse_from(["balancer", "--admin-cookie-secure=yes please"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("'yes please' for '--admin-cookie-secure"),
             "{error}"
         );
     }

@@ -166,6 +166,12 @@ pub struct AdminConfig {
     /// Bearer token API calls must present (BALANCER_ADMIN_TOKEN or `admin.token_file`).
     /// Without one, the listener may only be on a loopback address.
     pub token: Option<AdminToken>,
+    /// Marks the dashboard's session cookie `Secure`. The admin listener speaks plain HTTP
+    /// only, so this is for a dashboard reached through a TLS-terminating proxy: the
+    /// browser then never sends the cookie over plain HTTP. Off by default, because a
+    /// browser refuses a `Secure` cookie from a plain `http://` page that is not
+    /// localhost (the login would seem to do nothing).
+    pub cookie_secure: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -515,6 +521,7 @@ pub struct Overrides {
     pub sticky_key: Option<StickyKey>,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<AdminToken>,
+    pub admin_cookie_secure: Option<bool>,
     pub tls_listen: Option<SocketAddr>,
     /// Replaces the file's certificate list when not empty.
     pub tls_certificates: Vec<CertificateSpec>,
@@ -1053,6 +1060,9 @@ impl Overrides {
         if let Some(v) = self.admin_token {
             config.admin.token = Some(v);
         }
+        if let Some(v) = self.admin_cookie_secure {
+            config.admin.cookie_secure = v;
+        }
         if let Some(v) = self.tls_listen {
             config.tls.listen = Some(v);
         }
@@ -1389,6 +1399,7 @@ struct FileAdmin {
     listen: Option<SocketAddr>,
     /// A file holding the token (read at start-up), so it is in neither the config nor `ps`.
     token_file: Option<PathBuf>,
+    cookie_secure: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1589,6 +1600,7 @@ impl FileConfig {
             c.forwarding.server_names = self.forwarding.server_names;
         }
         set(&mut c.admin.listen, self.admin.listen.map(Some));
+        set(&mut c.admin.cookie_secure, self.admin.cookie_secure);
         let tls = self.tls;
         set(&mut c.tls.listen, tls.listen.map(Some));
         if !tls.certificates.is_empty() {

@@ -300,10 +300,11 @@ impl Reloader {
 }
 
 /// The top-level sections whose values differ, for the log. What only a restart can change
-/// (`listen`, `[admin]`, the secrets) is refused by `check_reloadable` before this runs.
+/// (`listen`, the admin listener and token, the secrets) is refused by `check_reloadable`
+/// before this runs.
 fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
     type Show = fn(&Config) -> String;
-    let sections: [(&'static str, Show); 11] = [
+    let sections: [(&'static str, Show); 12] = [
         ("backends", |c| format!("{:?}", c.backends)),
         ("algorithm", |c| format!("{:?}", c.algorithm)),
         ("fail_open", |c| format!("{:?}", c.fail_open)),
@@ -315,6 +316,8 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("limits", |c| format!("{:?}", c.limits)),
         ("retry", |c| format!("{:?}", c.retry)),
         ("forwarding", |c| format!("{:?}", c.forwarding)),
+        // Read by the dashboard at each login and logout.
+        ("admin.cookie_secure", |c| c.admin.cookie_secure.to_string()),
     ];
     sections
         .into_iter()

@@ -14,6 +14,7 @@ pub mod interpolate;
 pub mod merge;
 pub mod spec;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A compose file as read from disk: still raw, with its `${VARIABLES}` in place.
@@ -63,4 +64,34 @@ impl ComposeFile {
             raw,
         })
     }
+}
+
+/// A service's `environment` as a map, whichever of compose's two forms it uses (a mapping,
+/// or a list of `NAME=value`); an entry without a value is empty, no `environment` is an
+/// empty map. `None` when the field is neither form.
+pub fn environment(service: &serde_json::Value) -> Option<BTreeMap<String, String>> {
+    use serde_json::Value;
+    Some(match service.get("environment") {
+        None => BTreeMap::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|item| {
+                let (k, v) = item.split_once('=').unwrap_or((item, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        Some(_) => return None,
+    })
 }

@@ -5,7 +5,10 @@
 //!
 //! With a token configured, the page asks for it once in a small form (`POST /login`) and
 //! keeps a session cookie derived from it ([`super::auth`]): `HttpOnly`, so no script can
-//! read it, and `SameSite=Strict`, so no other site's page sends it. The cookie opens the
+//! read it, and `SameSite=Strict`, so no other site's page sends it; `Secure` too with
+//! `admin.cookie_secure`, for a dashboard reached through an HTTPS proxy (the listener
+//! itself speaks plain HTTP, over which a browser keeps no `Secure` cookie, so it is not
+//! the default). The cookie opens the
 //! dashboard's read-only routes only; the JSON API and `/metrics` still want the bearer
 //! token (which the dashboard routes accept too).
 //!
@@ -132,7 +135,7 @@ pub async fn handle(
         "/login" if method == Method::POST => login(state, peer, request).await,
         "/logout" if method == Method::POST => {
             let mut response = see_other();
-            let expired = format!("{COOKIE_NAME}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/");
+            let expired = format!("{COOKIE_NAME}=; Max-Age=0{}", cookie_attributes(state));
             response.headers_mut().insert(
                 header::SET_COOKIE,
                 HeaderValue::from_str(&expired).expect("fixed text"),
@@ -191,8 +194,9 @@ async fn login(
     tracing::info!(%peer, "dashboard login");
     let expires = unix_seconds() + COOKIE_LIFETIME_SECS;
     let cookie = format!(
-        "{COOKIE_NAME}={}; Max-Age={COOKIE_LIFETIME_SECS}; HttpOnly; SameSite=Strict; Path=/",
-        verifier.session_cookie(expires)
+        "{COOKIE_NAME}={}; Max-Age={COOKIE_LIFETIME_SECS}{}",
+        verifier.session_cookie(expires),
+        cookie_attributes(state)
     );
     let mut response = see_other();
     response.headers_mut().insert(
@@ -200,6 +204,17 @@ async fn login(
         HeaderValue::from_str(&cookie).expect("digits, hex and fixed text"),
     );
     response
+}
+
+/// The session cookie's attributes after its value and `Max-Age`, the same on the login's
+/// cookie and the logout's (a browser replaces a cookie only by one of the same name, path
+/// and security). `Secure` follows `admin.cookie_secure` in force, which a reload changes.
+fn cookie_attributes(state: &AdminState) -> &'static str {
+    if state.config.borrow().admin.cookie_secure {
+        "; HttpOnly; SameSite=Strict; Path=/; Secure"
+    } else {
+        "; HttpOnly; SameSite=Strict; Path=/"
+    }
 }
 
 /// The value of `name` in an `application/x-www-form-urlencoded` body, decoded.

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use balancer::config::{Overrides, Sources};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -46,6 +47,11 @@ fn session_cookie(answer: &crate::helpers::Answer) -> (String, String) {
         .to_owned();
     let pair = set.split(';').next().unwrap().trim().to_owned();
     (pair, set)
+}
+
+/// The attributes of a `Set-Cookie` value after its `name=value`, in order.
+fn attributes_of(set_cookie: &str) -> Vec<&str> {
+    set_cookie.split(';').skip(1).map(str::trim).collect()
 }
 
 /// Opens `/events` with `headers` and reads until a snapshot event has arrived; returns
@@ -113,12 +119,12 @@ async fn the_token_form_sets_a_strict_httponly_cookie_that_opens_only_the_dashbo
     assert_eq!(login.headers["location"], "/");
     let (cookie, attributes) = session_cookie(&login);
     assert!(cookie.starts_with("hitscale_admin="), "{attributes}");
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(
-            attributes.contains(attribute),
-            "{attribute} missing: {attributes}"
-        );
-    }
+    // Not `Secure` by default: the admin listener speaks plain HTTP, over which a browser
+    // would not keep a `Secure` cookie (`admin.cookie_secure` is for an HTTPS proxy).
+    assert_eq!(
+        attributes_of(&attributes),
+        ["Max-Age=43200", "HttpOnly", "SameSite=Strict", "Path=/"]
+    );
     assert!(
         !attributes.contains(TOKEN),
         "the cookie carries the token: {attributes}"
@@ -168,7 +174,74 @@ async fn the_token_form_sets_a_strict_httponly_cookie_that_opens_only_the_dashbo
     let logout = post_form(admin, "/logout", "").await;
     assert_eq!(logout.status, 303);
     let (_, cleared) = session_cookie(&logout);
-    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(
+        attributes_of(&cleared),
+        ["Max-Age=0", "HttpOnly", "SameSite=Strict", "Path=/"]
+    );
+}
+
+#[tokio::test]
+async fn with_cookie_secure_the_cookies_are_secure_and_a_reload_turns_it_off() {
+    let a = spawn_backend("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin-token"), TOKEN).unwrap();
+    let path = dir.path().join("balancer.toml");
+    let file = |secure: bool| {
+        format!(
+            "listen = \"127.0.0.1:0\"\nbackends = [\"{}\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             token_file = \"admin-token\"\ncookie_secure = {secure}\n",
+            a.addr
+        )
+    };
+    std::fs::write(&path, file(true)).unwrap();
+    let sources = Sources {
+        file: Some(path.clone()),
+        overrides: Overrides::default(),
+    };
+    let config = sources.load().expect("the file is valid");
+    let running = Running::builder(config).sources(sources).start().await;
+    let admin = running.admin();
+
+    let login = post_form(admin, "/login", &format!("token={TOKEN}")).await;
+    assert_eq!(login.status, 303, "{}", login.body);
+    let (cookie, set) = session_cookie(&login);
+    assert_eq!(
+        attributes_of(&set),
+        [
+            "Max-Age=43200",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/",
+            "Secure"
+        ]
+    );
+    // The cookie works as before (the browser, not the balancer, enforces `Secure`).
+    let page = send(admin, request("/", &[("cookie", &cookie)])).await;
+    assert!(page.body.contains(r#"id="backends""#), "{}", page.body);
+    // The logout's expired cookie matches it, or a browser would keep the secure one.
+    let (_, cleared) = session_cookie(&post_form(admin, "/logout", "").await);
+    assert_eq!(
+        attributes_of(&cleared),
+        [
+            "Max-Age=0",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/",
+            "Secure"
+        ]
+    );
+
+    // Applied live: the next login after a reload sets a plain cookie.
+    let next = path.with_extension("toml.next");
+    std::fs::write(&next, file(false)).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let done = running.reloader().reload("test").await.unwrap();
+    assert_eq!(done.changed, ["admin.cookie_secure"]);
+    let (_, set) = session_cookie(&post_form(admin, "/login", &format!("token={TOKEN}")).await);
+    assert_eq!(
+        attributes_of(&set),
+        ["Max-Age=43200", "HttpOnly", "SameSite=Strict", "Path=/"]
+    );
 }
 
 #[tokio::test]

@@ -117,27 +117,10 @@ pub fn services(compose: &serde_json::Value) -> &serde_json::Map<String, serde_j
 
 /// A service's environment as a map, whichever of compose's two forms it uses.
 pub fn environment(service: &serde_json::Value) -> BTreeMap<String, String> {
-    match service.get("environment") {
-        None => BTreeMap::new(),
-        Some(serde_json::Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| {
-                let value = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                (k.clone(), value)
-            })
-            .collect(),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .filter_map(|item| item.as_str())
-            .map(|item| {
-                let (k, v) = item.split_once('=').unwrap_or((item, ""));
-                (k.to_owned(), v.to_owned())
-            })
-            .collect(),
-        Some(other) => panic!("environment is neither a mapping nor a list: {other}"),
-    }
+    deploy_checks::environment(service).unwrap_or_else(|| {
+        panic!(
+            "environment is neither a mapping nor a list: {}",
+            service["environment"]
+        )
+    })
 }
