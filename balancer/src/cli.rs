@@ -149,7 +149,7 @@ impl CidrList {
 
 /// For each argument that overrides the file: its id, its config-file key, its flag and
 /// its variable.
-const OVERRIDES: [(&str, &str, &str, &str); 18] = [
+const OVERRIDES: [(&str, &str, &str, &str); 19] = [
     ("mode", "mode", "--mode", "BALANCER_MODE"),
     (
         "tls_listen",
